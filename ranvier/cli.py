@@ -1,0 +1,80 @@
+"""``ranvier`` command line. ``ranvier train`` with no arguments trains ALIF on MNIST-1D."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .config import build_config
+    from .train import fit
+
+    settings = {k: v for k, v in vars(args).items() if k not in ("command", "preset", "resume", "func")}
+    preset = args.preset
+    if args.resume:
+        if not args.out:
+            print("error: --resume needs --out RUN_DIR (the run to continue)", file=sys.stderr)
+            return 2
+        preset = preset or str(Path(args.out) / "config.toml")
+    cfg = build_config(settings, preset)
+    metrics = fit(cfg, resume=args.resume)
+    sparsity = ", ".join(f"{k} {v:.3f}" for k, v in metrics["activity_sparsity"].items())
+    print(f"{cfg.model} on {cfg.task}: test accuracy {metrics['test_accuracy']:.4f} | "
+          f"activity sparsity {sparsity} | {metrics['parameters']} parameters | "
+          f"{metrics['train_seconds']:.1f} s training | run dir {cfg.run_dir()}")
+    return 0
+
+
+def _presets(args: argparse.Namespace) -> int:
+    from .config import PRESET_DIR
+
+    for path in sorted(PRESET_DIR.glob("*.toml")):
+        print(f"{path.stem:20s} {path}")
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    metrics = json.loads((Path(args.run_dir) / "metrics.json").read_text())
+    metrics.pop("history", None)
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .config import add_config_arguments
+
+    parser = argparse.ArgumentParser(prog="ranvier", description="Activity-sparse recurrent networks.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="train a model (default: ALIF on MNIST-1D)")
+    train.add_argument("--preset", help="TOML preset: a file, or a built-in name (see `ranvier presets`)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    add_config_arguments(train)
+    train.set_defaults(func=_train)
+    presets = sub.add_parser("presets", help="list the built-in presets")
+    presets.set_defaults(func=_presets)
+    show = sub.add_parser("show", help="print a run's metrics.json")
+    show.add_argument("run_dir")
+    show.set_defaults(func=_show)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .checkpoint import CheckpointError
+    from .data import DataError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    except (ValueError, FileNotFoundError, FileExistsError, DataError, CheckpointError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""Typed training configuration, TOML presets, and the CLI options generated from them.
+
+Precedence (later wins): dataclass defaults → the task's preset ``presets/<task>.toml`` (its
+top-level keys, then its ``[<model>]`` table) → ``--preset FILE`` → command-line flags.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = ["TrainConfig", "load_preset", "build_config", "add_config_arguments", "to_toml", "PRESET_DIR"]
+
+PRESET_DIR = Path(__file__).parent / "presets"
+MODELS = ("lif", "alif", "lsnn", "gru", "lstm")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run. Field docs become ``--help`` text."""
+
+    # what to train
+    task: str = field(default="mnist1d", metadata={"help": "mnist1d | smnist | smnist-threshold | fashion | fashion-threshold"})
+    model: str = field(default="alif", metadata={"help": "lif | alif | lsnn (LIF+ALIF mix) | gru | lstm"})
+    # model shape and neuron constants
+    hidden_size: int = field(default=128, metadata={"help": "recurrent units"})
+    n_adaptive: int = field(default=-1, metadata={"help": "lsnn: adaptive units among hidden_size (-1: half)"})
+    tau_mem: float = field(default=20.0, metadata={"help": "membrane time constant (steps)"})
+    tau_mem_max: float = field(default=0.0, metadata={"help": "if > tau_mem: per-neuron τ_m log-uniform in [tau_mem, tau_mem_max]"})
+    tau_adapt: float = field(default=200.0, metadata={"help": "threshold adaptation time constant (steps)"})
+    tau_adapt_max: float = field(default=0.0, metadata={"help": "if > tau_adapt: per-neuron τ_a log-uniform in [tau_adapt, tau_adapt_max]"})
+    beta: float = field(default=1.8, metadata={"help": "threshold adaptation strength"})
+    threshold: float = field(default=0.01, metadata={"help": "base firing threshold"})
+    n_refractory: int = field(default=0, metadata={"help": "refractory period (steps)"})
+    gamma: float = field(default=0.3, metadata={"help": "pseudo-derivative peak (dampening factor)"})
+    convention: str = field(default="lsnn", metadata={"help": "neuron convention: lsnn | eprop (SCIENCE.md §9.1)"})
+    tau_out: float = field(default=20.0, metadata={"help": "readout filter time constant (0: none)"})
+    readout_steps: int = field(default=1, metadata={"help": "predict from the mean logits of the last k steps (0: all)"})
+    input_gain: float = field(default=1.0, metadata={"help": "scale of the input weights at init"})
+    repeat: int = field(default=1, metadata={"help": "present each input step this many times"})
+    levels: int = field(default=0, metadata={"help": "mnist1d: add onset/offset spike channels at this many levels"})
+    # optimisation
+    epochs: int = field(default=10, metadata={"help": "passes over the training set"})
+    max_steps: int = field(default=0, metadata={"help": "stop after this many optimiser steps (0: no limit)"})
+    batch_size: int = field(default=128, metadata={"help": "samples per step"})
+    lr: float = field(default=1e-2, metadata={"help": "Adam learning rate"})
+    lr_decay: float = field(default=1.0, metadata={"help": "multiply lr by this every lr_decay_every steps"})
+    lr_decay_every: int = field(default=0, metadata={"help": "steps between lr decays (0: cosine to 0 over the run)"})
+    grad_clip: float = field(default=0.0, metadata={"help": "clip the gradient norm (0: off)"})
+    rate_reg: float = field(default=0.0, metadata={"help": "weight of the firing-rate regulariser"})
+    target_rate: float = field(default=0.01, metadata={"help": "target spikes per unit per step"})
+    seed: int = field(default=0, metadata={"help": "random seed; a fixed seed gives the same run"})
+    # bookkeeping
+    eval_every: int = field(default=0, metadata={"help": "evaluate on the test set every N steps (0: at the end)"})
+    eval_samples: int = field(default=0, metadata={"help": "test samples used for intermediate evaluations (0: all)"})
+    checkpoint_every: int = field(default=200, metadata={"help": "save a checkpoint every N steps (and every epoch)"})
+    threads: int = field(default=0, metadata={"help": "torch CPU threads (0: torch default)"})
+    data_dir: str = field(default="", metadata={"help": "data root (default: $RANVIER_DATA or ~/.cache/ranvier/data)"})
+    download: bool = field(default=False, metadata={"help": "download missing data files from the canonical sources"})
+    out: str = field(default="", metadata={"help": "run directory (default: runs/<task>-<model>-seed<seed>)"})
+    progress: bool = field(default=True, metadata={"help": "show a progress bar"})
+
+    def __post_init__(self) -> None:
+        from .tasks.registry import TASKS
+
+        if self.task not in TASKS:
+            raise ValueError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}")
+        if self.model not in MODELS:
+            raise ValueError(f"unknown model {self.model!r}; choose one of {', '.join(MODELS)}")
+        for name in ("hidden_size", "batch_size", "repeat"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.epochs <= 0 and self.max_steps <= 0:
+            raise ValueError("set epochs > 0 or max_steps > 0")
+
+    def run_dir(self) -> Path:
+        return Path(self.out) if self.out else Path("runs") / f"{self.task}-{self.model}-seed{self.seed}"
+
+
+def _known(overrides: dict[str, Any], source: str) -> dict[str, Any]:
+    names = {f.name for f in fields(TrainConfig)}
+    unknown = [k for k, v in overrides.items() if k not in names and not isinstance(v, dict)]
+    if unknown:
+        raise ValueError(f"{source}: unknown setting(s) {', '.join(sorted(unknown))}")
+    return {k: v for k, v in overrides.items() if not isinstance(v, dict)}
+
+
+def load_preset(path: str | Path) -> dict[str, Any]:
+    """Read a TOML preset (a file path, or the name of a file in ``ranvier/presets``)."""
+    p = Path(path)
+    if not p.exists() and (PRESET_DIR / f"{path}.toml").exists():
+        p = PRESET_DIR / f"{path}.toml"
+    if not p.exists():
+        available = ", ".join(sorted(q.stem for q in PRESET_DIR.glob("*.toml")))
+        raise FileNotFoundError(f"preset {path!r} not found (built-in presets: {available})")
+    with open(p, "rb") as fh:
+        return tomllib.load(fh)
+
+
+def _with_model_table(preset: dict[str, Any], model: str, source: str) -> dict[str, Any]:
+    merged = _known(preset, source)
+    table = preset.get(model, {})
+    merged.update(_known(table, f"{source} [{model}]"))
+    return merged
+
+
+def build_config(cli: dict[str, Any] | None = None, preset: str | Path | None = None) -> TrainConfig:
+    """Merge defaults, the task preset, an optional preset file and explicit settings."""
+    cli = {k: v for k, v in (cli or {}).items() if v is not None}
+    user = load_preset(preset) if preset else {}
+    task = cli.get("task", user.get("task", TrainConfig.task))
+    model = cli.get("model", user.get("model", TrainConfig.model))
+    values: dict[str, Any] = {}
+    if (PRESET_DIR / f"{task}.toml").exists():
+        values.update(_with_model_table(load_preset(task), model, f"preset {task}"))
+    if user:
+        values.update(_with_model_table(user, model, f"preset {preset}"))
+    values.update(_known(cli, "command line"))
+    values["task"], values["model"] = task, model
+    return TrainConfig(**values)
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """One ``--flag`` per TrainConfig field; unset flags stay None so presets can fill them."""
+    for f in fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f"{f.metadata.get('help', '')} (default {f.default!r})"
+        if f.type in ("bool", bool):
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            kind = {"int": int, "float": float, "str": str}[f.type if isinstance(f.type, str) else f.type.__name__]
+            parser.add_argument(flag, dest=f.name, type=kind, default=None, help=help_text)
+
+
+def to_toml(cfg: TrainConfig) -> str:
+    """Serialise a config as TOML (flat keys), readable back with ``--preset``."""
+    lines = []
+    for key, value in dataclasses.asdict(cfg).items():
+        if isinstance(value, bool):
+            lines.append(f"{key} = {'true' if value else 'false'}")
+        elif isinstance(value, (int, float)):
+            lines.append(f"{key} = {value!r}")
+        else:
+            lines.append(f'{key} = "{value}"')
+    return "\n".join(lines) + "\n"

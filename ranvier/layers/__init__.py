@@ -1,0 +1,3 @@
+"""Layers that wire neurons together."""
+from .recurrent import SpikingRecurrent as SpikingRecurrent
+from .recurrent import check_input as check_input
