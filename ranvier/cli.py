@@ -44,6 +44,13 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plot(args: argparse.Namespace) -> int:
+    from .plot import plot_run
+
+    print(f"wrote {plot_run(args.run_dir, args.output, args.sample)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .config import add_config_arguments
 
@@ -59,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     show = sub.add_parser("show", help="print a run's metrics.json")
     show.add_argument("run_dir")
     show.set_defaults(func=_show)
+    plot = sub.add_parser("plot", help="draw a run's learning curves and one sample's spike raster")
+    plot.add_argument("run_dir")
+    plot.add_argument("--output", help="PNG path (default: RUN_DIR/run.png)")
+    plot.add_argument("--sample", type=int, default=0, help="test sample to draw")
+    plot.set_defaults(func=_plot)
     return parser
 
 

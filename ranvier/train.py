@@ -105,7 +105,7 @@ def fit(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
         meta = load_checkpoint(ckpt_path, model, optimizer)
         if _identity(meta.get("config", {})) != _identity(dataclasses.asdict(cfg)):
             raise ValueError(f"the config differs from the one the run in {run_dir} was started with; "
-                             f"resume with `--preset {run_dir / 'config.toml'}`")
+                             f"resume with `ranvier train --resume --out {run_dir}`, which reads its config.toml")
         step, elapsed, history = meta["step"], meta["elapsed"], meta["history"]
     atomic_write_text(run_dir / "config.toml", to_toml(cfg))
 
@@ -119,13 +119,16 @@ def fit(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
     bar = tqdm(total=total_steps, initial=step, disable=not cfg.progress, desc=f"{cfg.model} on {cfg.task}",
                unit="step", dynamic_ncols=True)
     running: dict[str, float] = {}
+    orders: dict[int, Tensor] = {}
+    updating = False  # True while parameters are half-updated: no checkpoint may be taken then
     t0 = time.perf_counter()
     model.train()
     try:
         while step < total_steps:
             epoch, position = divmod(step, steps_per_epoch)
-            order = _epoch_order(n_train, cfg.seed, epoch)
-            index = order[position * cfg.batch_size:(position + 1) * cfg.batch_size]
+            if epoch not in orders:
+                orders = {epoch: _epoch_order(n_train, cfg.seed, epoch)}
+            index = orders[epoch][position * cfg.batch_size:(position + 1) * cfg.batch_size]
             x, y = task.encode(task.x_train[index]), task.y_train[index]
             for group in optimizer.param_groups:
                 group["lr"] = _learning_rate(cfg, step, total_steps)
@@ -136,9 +139,11 @@ def fit(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
             total.backward()
             if cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            updating = True
             optimizer.step()
             step += 1
-            # exponential running averages for the progress bar
+            updating = False
+            # exponential running averages for the progress bar and the per-epoch history
             stats = {"loss": loss.item(), "acc": (logits.argmax(-1) == y).float().mean().item(),
                      "rate": (activity != 0).float().mean().item()}
             running = {k: v if not running else 0.9 * running[k] + 0.1 * v for k, v in stats.items()}
@@ -148,13 +153,19 @@ def fit(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
                 result = evaluate(model, task, limit=cfg.eval_samples)
                 history.append({"step": step, "time": elapsed + time.perf_counter() - t0, **result})
                 bar.write(f"step {step}: test accuracy {result['accuracy']:.4f} on {result['samples']} samples")
+            if step % steps_per_epoch == 0:
+                history.append({"step": step, "epoch": step // steps_per_epoch, "train_loss": running["loss"],
+                                "train_accuracy": running["acc"], "train_rate": running["rate"]})
             if step % steps_per_epoch == 0 or step % cfg.checkpoint_every == 0 or step == total_steps:
                 checkpoint()
     except KeyboardInterrupt:
-        checkpoint()
         bar.close()
-        print(f"\ninterrupted at step {step}/{total_steps}; checkpoint saved. Continue with:\n"
-              f"  ranvier train --resume --out {run_dir} --preset {run_dir / 'config.toml'}")
+        if updating:  # interrupted inside optimizer.step(): keep the last consistent checkpoint
+            print(f"\ninterrupted during an update at step {step}; the last periodic checkpoint is kept.")
+        else:
+            checkpoint()
+            print(f"\ninterrupted at step {step}/{total_steps}; checkpoint saved.")
+        print(f"Continue with:\n  ranvier train --resume --out {run_dir}")
         raise
     bar.close()
     train_time = elapsed + time.perf_counter() - t0

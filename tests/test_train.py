@@ -59,7 +59,7 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, monkeypatch, in
     cfg = build_config({**TINY, "out": str(tmp_path / "cut")})
     with pytest.raises(interrupt):
         train.fit(cfg)
-    meta = load_checkpoint(tmp_path / "cut" / "checkpoint.safetensors", train.build_classifier(cfg, 1, 10))
+    meta = load_checkpoint(tmp_path / "cut" / "checkpoint.safetensors", train.build_classifier(cfg, 1 + 2 * cfg.levels, 10))
     assert meta["step"] == (5 if interrupt is KeyboardInterrupt else 4)
     assert not (tmp_path / "cut" / "metrics.json").exists()
     monkeypatch.setattr(train, "_learning_rate", real_lr)
@@ -107,3 +107,12 @@ def test_cli_reports_bad_settings(tmp_path, capsys):
     assert "unknown model" in capsys.readouterr().err
     assert cli.main(["train", "--task", "nope", "--out", str(tmp_path / "y")]) == 2
     assert "unknown task" in capsys.readouterr().err
+
+
+def test_plot_run_writes_a_png(tmp_path):
+    from ranvier.plot import plot_run
+
+    out = tmp_path / "p"
+    train.fit(build_config({**TINY, "max_steps": 3, "eval_every": 2, "out": str(out)}))
+    png = plot_run(out)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000

@@ -30,8 +30,8 @@ def _mnist1d(data_dir: str | None, download: bool, levels: int) -> Task:
     from ..data import level_crossing, load_mnist1d
 
     x_train, y_train, x_test, y_test = load_mnist1d()
-    # The signal is standardised (std 1): levels spanning ±2.5 cover nearly every value.
-    grid = torch.linspace(-2.5, 2.5, levels) if levels > 0 else None
+    # The signal is standardised (std 1): levels spanning ±3 cover nearly every value.
+    grid = torch.linspace(-3.0, 3.0, levels) if levels > 0 else None
 
     def encode(x: Tensor) -> Tensor:  # [B, 40] → [B, 40, 1 + 2·levels]: the analog value, then spikes
         analog = x.unsqueeze(-1)
