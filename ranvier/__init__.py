@@ -7,7 +7,11 @@ from .core import detach_state as detach_state
 from .core import scan as scan
 from .core import spike as spike
 from .neurons import ALIF as ALIF
+from .neurons import EGRU as EGRU
 from .neurons import EPROP_CONVENTION as EPROP_CONVENTION
+from .neurons import EGRUCell as EGRUCell
+from .neurons import EGRUState as EGRUState
+from .neurons import egru_step as egru_step
 from .neurons import LIF as LIF
 from .neurons import LSNN_CONVENTION as LSNN_CONVENTION
 from .neurons import ALIFState as ALIFState

@@ -34,8 +34,12 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     _fsync_replace(tmp, path)
 
 def save_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
-                    meta: dict[str, Any] | None = None) -> None:
-    """Write model (and optimiser, RNG) state to ``path`` atomically."""
+                    meta: dict[str, Any] | None = None, extra: dict[str, torch.Tensor] | None = None) -> None:
+    """Write model (and optimiser, RNG) state to ``path`` atomically.
+
+    ``extra`` holds further tensors the caller needs to resume exactly (e.g. the recurrent state
+    a language model carries across batches).
+    """
     path = Path(path)
     tensors: dict[str, torch.Tensor] = {}
     for key, value in model.state_dict().items():
@@ -51,6 +55,8 @@ def save_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.O
                     tensors[f"optim/{index}/{name}"] = value.detach().contiguous().clone()
                 else:
                     scalars[f"{index}/{name}"] = value
+    for key, value in (extra or {}).items():
+        tensors[f"extra/{key}"] = value.detach().contiguous().clone()
     tensors["rng/torch"] = torch.get_rng_state()
     metadata = {
         "format": FORMAT,
@@ -63,8 +69,11 @@ def save_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.O
     _fsync_replace(tmp, path)
 
 def load_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
-                    restore_rng: bool = True) -> dict[str, Any]:
-    """Load a checkpoint written by :func:`save_checkpoint`; returns its ``meta`` dict."""
+                    restore_rng: bool = True, extra: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save_checkpoint`; returns its ``meta`` dict.
+
+    If ``extra`` is a dict, the saved extra tensors are put into it.
+    """
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"no checkpoint at {path}")
@@ -92,6 +101,8 @@ def load_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.O
             index, name = key.split("/", 1)
             state.setdefault(int(index), {})[name] = value
         optimizer.load_state_dict({"state": state, "param_groups": json.loads(metadata["param_groups"])})
+    if extra is not None:
+        extra.update({k[len("extra/"):]: v for k, v in tensors.items() if k.startswith("extra/")})
     if restore_rng:
         torch.set_rng_state(tensors["rng/torch"])
     return json.loads(metadata["meta"])

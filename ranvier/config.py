@@ -20,7 +20,7 @@ else:  # pragma: no cover
 __all__ = ["TrainConfig", "load_preset", "build_config", "add_config_arguments", "to_toml", "PRESET_DIR"]
 
 PRESET_DIR = Path(__file__).parent / "presets"
-MODELS = ("lif", "alif", "lsnn", "gru", "lstm")
+MODELS = ("lif", "alif", "lsnn", "egru", "gru", "lstm")
 
 
 @dataclass
@@ -28,8 +28,8 @@ class TrainConfig:
     """Everything that defines a training run. Field docs become ``--help`` text."""
 
     # what to train
-    task: str = field(default="mnist1d", metadata={"help": "mnist1d | smnist | smnist-threshold | fashion | fashion-threshold"})
-    model: str = field(default="alif", metadata={"help": "lif | alif | lsnn (LIF+ALIF mix) | gru | lstm"})
+    task: str = field(default="mnist1d", metadata={"help": "mnist1d | smnist | smnist-threshold | fashion | fashion-threshold | ptb | wikitext2"})
+    model: str = field(default="alif", metadata={"help": "lif | alif | lsnn (LIF+ALIF mix) | egru | gru | lstm"})
     # model shape and neuron constants
     hidden_size: int = field(default=128, metadata={"help": "recurrent units"})
     n_adaptive: int = field(default=-1, metadata={"help": "lsnn: adaptive units among hidden_size (-1: half)"})
@@ -47,14 +47,30 @@ class TrainConfig:
     input_gain: float = field(default=1.0, metadata={"help": "scale of the input weights at init"})
     repeat: int = field(default=1, metadata={"help": "present each input step this many times"})
     levels: int = field(default=0, metadata={"help": "mnist1d: add onset/offset spike channels at this many levels"})
+    # language models (--task ptb | wikitext2; --model egru | gru | lstm)
+    num_layers: int = field(default=1, metadata={"help": "stacked recurrent layers"})
+    embedding_size: int = field(default=0, metadata={"help": "tied embedding size (0: hidden_size)"})
+    bptt: int = field(default=70, metadata={"help": "truncated-BPTT window (tokens)"})
+    eval_batch_size: int = field(default=10, metadata={"help": "streams evaluated in parallel"})
+    dropout: float = field(default=0.0, metadata={"help": "variational dropout on recurrent outputs (and between layers)"})
+    dropout_input: float = field(default=0.0, metadata={"help": "variational dropout on the embedded input"})
+    dropout_embedding: float = field(default=0.0, metadata={"help": "drop whole words from the embedding"})
+    dropconnect: float = field(default=0.0, metadata={"help": "EGRU: DropConnect on the recurrent weights"})
+    zoneout: float = field(default=0.0, metadata={"help": "EGRU: zoneout probability"})
+    epsilon: float = field(default=1.0, metadata={"help": "EGRU: pseudo-derivative support ε (window |c − ϑ| < 1/ε)"})
+    threshold_init: str = field(default="sigmoid", metadata={"help": "EGRU: threshold parameterisation, sigmoid | beta"})
+    threshold_mean: float = field(default=0.0, metadata={"help": "EGRU: threshold init (logit mean for sigmoid, mean for beta)"})
+    threshold_lr: float = field(default=1.0, metadata={"help": "EGRU: learning-rate multiplier of the thresholds"})
     # optimisation
     epochs: int = field(default=10, metadata={"help": "passes over the training set"})
     max_steps: int = field(default=0, metadata={"help": "stop after this many optimiser steps (0: no limit)"})
+    time_budget: float = field(default=0.0, metadata={"help": "stop after this many seconds of training (0: no limit); the lr schedule follows elapsed time"})
     batch_size: int = field(default=128, metadata={"help": "samples per step"})
     lr: float = field(default=1e-2, metadata={"help": "Adam learning rate"})
     lr_decay: float = field(default=1.0, metadata={"help": "multiply lr by this every lr_decay_every steps"})
     lr_decay_every: int = field(default=0, metadata={"help": "steps between lr decays (0: cosine to 0 over the run)"})
     grad_clip: float = field(default=0.0, metadata={"help": "clip the gradient norm (0: off)"})
+    weight_decay: float = field(default=0.0, metadata={"help": "Adam weight decay (never on thresholds)"})
     rate_reg: float = field(default=0.0, metadata={"help": "weight of the firing-rate regulariser"})
     target_rate: float = field(default=0.01, metadata={"help": "target spikes per unit per step"})
     seed: int = field(default=0, metadata={"help": "random seed; a fixed seed gives the same run"})
@@ -62,6 +78,7 @@ class TrainConfig:
     eval_every: int = field(default=0, metadata={"help": "evaluate on the test set every N steps (0: at the end)"})
     eval_samples: int = field(default=0, metadata={"help": "test samples used for intermediate evaluations (0: all)"})
     checkpoint_every: int = field(default=200, metadata={"help": "save a checkpoint every N steps (and every epoch)"})
+    device: str = field(default="cpu", metadata={"help": "torch device, e.g. cpu or cuda"})
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0: torch default)"})
     data_dir: str = field(default="", metadata={"help": "data root (default: $RANVIER_DATA or ~/.cache/ranvier/data)"})
     download: bool = field(default=False, metadata={"help": "download missing data files from the canonical sources"})
@@ -69,17 +86,19 @@ class TrainConfig:
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
 
     def __post_init__(self) -> None:
-        from .tasks.registry import TASKS
+        from .tasks.registry import LANGUAGE_TASKS, TASKS
 
-        if self.task not in TASKS:
-            raise ValueError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}")
+        if self.task not in TASKS and self.task not in LANGUAGE_TASKS:
+            raise ValueError(f"unknown task {self.task!r}; choose one of {', '.join([*TASKS, *LANGUAGE_TASKS])}")
         if self.model not in MODELS:
             raise ValueError(f"unknown model {self.model!r}; choose one of {', '.join(MODELS)}")
-        for name in ("hidden_size", "batch_size", "repeat"):
+        if self.task in LANGUAGE_TASKS and self.model not in ("egru", "gru", "lstm"):
+            raise ValueError(f"task {self.task} needs --model egru, gru or lstm")
+        for name in ("hidden_size", "batch_size", "repeat", "num_layers", "bptt", "eval_batch_size"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.epochs <= 0 and self.max_steps <= 0:
-            raise ValueError("set epochs > 0 or max_steps > 0")
+        if self.epochs <= 0 and self.max_steps <= 0 and self.time_budget <= 0:
+            raise ValueError("set epochs > 0, max_steps > 0 or time_budget > 0")
 
     def run_dir(self) -> Path:
         return Path(self.out) if self.out else Path("runs") / f"{self.task}-{self.model}-seed{self.seed}"
@@ -117,10 +136,11 @@ def build_config(cli: dict[str, Any] | None = None, preset: str | Path | None = 
     cli = {k: v for k, v in (cli or {}).items() if v is not None}
     user = load_preset(preset) if preset else {}
     task = cli.get("task", user.get("task", TrainConfig.task))
-    model = cli.get("model", user.get("model", TrainConfig.model))
+    task_preset = load_preset(task) if (PRESET_DIR / f"{task}.toml").exists() else {}
+    model = cli.get("model", user.get("model", task_preset.get("model", TrainConfig.model)))
     values: dict[str, Any] = {}
-    if (PRESET_DIR / f"{task}.toml").exists():
-        values.update(_with_model_table(load_preset(task), model, f"preset {task}"))
+    if task_preset:
+        values.update(_with_model_table(task_preset, model, f"preset {task}"))
     if user:
         values.update(_with_model_table(user, model, f"preset {preset}"))
     values.update(_known(cli, "command line"))

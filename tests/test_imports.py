@@ -13,6 +13,7 @@ FORBIDDEN = {
     "core": {"neurons", "layers", "models", "tasks", "data", "train", "cli", "config", "checkpoint"},
     "neurons": {"models", "tasks", "data", "train", "cli", "config", "checkpoint"},
     "layers": {"neurons", "models", "tasks", "data", "train", "cli", "config", "checkpoint"},
+    "metrics": {"models", "tasks", "data", "train", "cli", "config", "checkpoint"},
     "data": {"core", "neurons", "layers", "models", "tasks", "train", "cli", "config"},
 }
 

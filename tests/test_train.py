@@ -50,10 +50,10 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, monkeypatch, in
 
     real_lr = train._learning_rate
 
-    def dying_lr(cfg, step, total):
+    def dying_lr(cfg, step, total, *args):
         if step == 5:
             raise interrupt()
-        return real_lr(cfg, step, total)
+        return real_lr(cfg, step, total, *args)
 
     monkeypatch.setattr(train, "_learning_rate", dying_lr)
     cfg = build_config({**TINY, "out": str(tmp_path / "cut")})
@@ -83,7 +83,7 @@ def test_corrupt_checkpoint_is_reported(tmp_path):
         train.fit(build_config({**TINY, "out": str(tmp_path / "r")}), resume=True)
 
 
-@pytest.mark.parametrize("model", ["lif", "lsnn", "gru", "lstm"])
+@pytest.mark.parametrize("model", ["lif", "lsnn", "egru", "gru", "lstm"])
 def test_every_model_trains(tmp_path, model):
     m = train.fit(build_config({**TINY, "model": model, "max_steps": 2, "out": str(tmp_path / model)}))
     assert m["steps"] == 2

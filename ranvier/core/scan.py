@@ -27,9 +27,14 @@ def stack_tree(items: list[Any]) -> Any:
 
 
 def detach_state(state: S) -> S:
-    """Detach every tensor of a (Named)tuple state, e.g. between truncated-BPTT chunks."""
-    if state is None or isinstance(state, Tensor):
-        return state.detach() if isinstance(state, Tensor) else state
+    """Detach every tensor of a state (a tensor, or (Named)tuples/lists of them), e.g. between
+    truncated-BPTT windows. ``None`` stays ``None``."""
+    if state is None:
+        return state
+    if isinstance(state, Tensor):
+        return state.detach()  # type: ignore[return-value]
+    if isinstance(state, list):
+        return [detach_state(s) for s in state]  # type: ignore[return-value]
     if isinstance(state, tuple):
         parts = [detach_state(s) for s in state]
         return type(state)(*parts) if hasattr(state, "_fields") else tuple(parts)  # type: ignore[return-value]

@@ -7,11 +7,19 @@ from .encoding import threshold_crossing as threshold_crossing
 from .mnist import load_images as load_images
 from .mnist1d import load_mnist1d as load_mnist1d
 from .root import DataError as DataError
+from .text import Corpus as Corpus
+from .text import batchify as batchify
+from .text import lm_batches as lm_batches
+from .text import load_corpus as load_corpus
 from .root import resolve_data_root as resolve_data_root
 from .root import verify_sha256 as verify_sha256
 
 __all__ = [
+    "Corpus",
     "DataError",
+    "batchify",
+    "lm_batches",
+    "load_corpus",
     "level_crossing",
     "load_images",
     "load_mnist1d",

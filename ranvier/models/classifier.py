@@ -10,6 +10,7 @@ from ..core.surrogate import PiecewiseLinear
 from ..layers.recurrent import check_input
 from ..neurons.alif import ALIF
 from ..neurons.common import EPROP_CONVENTION, LSNN_CONVENTION
+from ..neurons.egru import EGRU
 from ..neurons.lif import LIF
 from ..neurons.readout import LeakyReadout
 
@@ -64,6 +65,9 @@ def build_classifier(cfg, n_inputs: int, n_classes: int) -> SequenceClassifier:
                 raise ValueError(f"n_adaptive={n_adaptive} must lie in [0, hidden_size={h}]")
             beta[: h - n_adaptive] = 0.0  # LSNN: the first units are regular LIF (β = 0)
         core = ALIF(n_inputs, h, tau_adapt=_time_constants(cfg.tau_adapt, cfg.tau_adapt_max, h), beta=beta, **common)
+    elif cfg.model == "egru":
+        core = _EGRUCore(EGRU(n_inputs, h, gamma=cfg.gamma, epsilon=cfg.epsilon, threshold_init=cfg.threshold_init,
+                              threshold_mean=cfg.threshold_mean, zoneout=cfg.zoneout, dropconnect=cfg.dropconnect))
     elif cfg.model == "gru":
         core = _TorchRNN(nn.GRU(n_inputs, h))
     elif cfg.model == "lstm":
@@ -87,6 +91,19 @@ def _time_constants(low: float, high: float, n: int) -> float | Tensor:
     if high <= low:
         return low
     return torch.exp(torch.empty(n).uniform_(math.log(low), math.log(high)))
+
+
+class _EGRUCore(nn.Module):
+    """One EGRU layer; its activity is the graded event output ``y`` (zero where no event)."""
+
+    def __init__(self, egru: EGRU) -> None:
+        super().__init__()
+        self.egru = egru
+        self.input_size = egru.input_size
+        self.hidden_size = egru.hidden_size
+
+    def forward(self, x: Tensor, state=None):
+        return self.egru(x, state)
 
 
 class _TorchRNN(nn.Module):

@@ -2,6 +2,10 @@
 from .alif import ALIF as ALIF
 from .alif import ALIFState as ALIFState
 from .alif import alif_step as alif_step
+from .egru import EGRU as EGRU
+from .egru import EGRUCell as EGRUCell
+from .egru import EGRUState as EGRUState
+from .egru import egru_step as egru_step
 from .common import EPROP_CONVENTION as EPROP_CONVENTION
 from .common import LSNN_CONVENTION as LSNN_CONVENTION
 from .common import Convention as Convention

@@ -11,7 +11,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-__all__ = ["Task", "TASKS", "load_task"]
+__all__ = ["Task", "TASKS", "LANGUAGE_TASKS", "load_task"]
 
 
 @dataclass
@@ -61,6 +61,10 @@ TASKS: dict[str, Callable[[str | None, bool, int], Task]] = {
     "fashion": _images("fashion-mnist", threshold=False),
     "fashion-threshold": _images("fashion-mnist", threshold=True),
 }
+
+
+# Word-level language modelling: handled by ranvier.train_lm, data from ranvier.data.text.
+LANGUAGE_TASKS = ("ptb", "wikitext2")
 
 
 def load_task(name: str, data_dir: str | None = None, download: bool = False, levels: int = 0) -> Task:

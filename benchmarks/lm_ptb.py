@@ -1,0 +1,82 @@
+"""EGRU vs GRU vs LSTM language models at CPU scale, with the same wall-clock budget each.
+
+Same size for all three (preset ``ranvier/presets/<task>.toml``: 2 layers of 512 units, tied
+512-d embedding). Reports validation and test perplexity, activity and backward sparsity,
+effective MACs per token, training and evaluation throughput (tokens/s) and wall time.
+Target (EGRU issue): EGRU test perplexity <= 1.10 x GRU's at activity sparsity >= 80 % and
+backward sparsity >= 40 %.
+
+    RANVIER_DATA=../shared/data python benchmarks/lm_ptb.py [--task ptb|wikitext2] [--minutes 6]
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+
+import torch
+from common import target, write_results
+
+from ranvier.config import build_config
+from ranvier.train import fit
+from ranvier.train_lm import LanguageModelJob
+
+MODELS = ("egru", "gru", "lstm")
+
+
+def eval_tokens_per_second(cfg, run_dir: str, tokens: int = 20_000) -> float:
+    """Inference throughput over the first ``tokens`` of the validation stream (median of 3)."""
+    from ranvier.checkpoint import load_checkpoint
+
+    job = LanguageModelJob(cfg)
+    load_checkpoint(f"{run_dir}/checkpoint.safetensors", job.model, restore_rng=False)
+    steps = max(1, tokens // cfg.eval_batch_size)
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        job._perplexity(job.valid_data, limit=steps)
+        times.append(time.perf_counter() - start)
+    return steps * cfg.eval_batch_size / sorted(times)[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--task", default="ptb", choices=["ptb", "wikitext2"])
+    parser.add_argument("--minutes", type=float, default=6.0, help="training budget per model")
+    parser.add_argument("--data-dir", default="")
+    parser.add_argument("--models", nargs="+", default=list(MODELS))
+    args = parser.parse_args()
+    rows = []
+    for model in args.models:
+        out = tempfile.mkdtemp(prefix=f"ranvier-lm-{model}-")
+        cfg = build_config({"task": args.task, "model": model, "time_budget": args.minutes * 60, "out": out,
+                            "data_dir": args.data_dir, "progress": False})
+        torch.manual_seed(0)
+        m = fit(cfg)
+        tokens = m["steps"] * cfg.batch_size * cfg.bptt
+        row = {"task": args.task, "model": model, "hidden": f"{cfg.num_layers}x{cfg.hidden_size}",
+               "parameters": m["parameters"], "steps": m["steps"], "train_seconds": m["train_seconds"],
+               "valid_ppl": m["valid_perplexity"], "test_ppl": m["test_perplexity"],
+               "activity_sparsity": m["activity_sparsity"]["overall"],
+               "backward_sparsity": m["backward_sparsity"].get("overall", 0.0) if m["backward_sparsity"] else 0.0,
+               "effective_macs_per_token": m["effective_macs_per_token"],
+               "dense_macs_per_token": m["dense_macs_per_token"],
+               "train_tokens_per_s": tokens / m["train_seconds"],
+               "eval_tokens_per_s": eval_tokens_per_second(cfg, out)}
+        shutil.rmtree(out, ignore_errors=True)
+        rows.append(row)
+        print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
+    by = {r["model"]: r for r in rows}
+    targets = []
+    if "egru" in by and "gru" in by:
+        targets = [
+            target("EGRU test ppl / GRU test ppl", by["egru"]["test_ppl"] / by["gru"]["test_ppl"], "<=", 1.10),
+            target("EGRU activity sparsity", by["egru"]["activity_sparsity"], ">=", 0.80),
+            target("EGRU backward sparsity", by["egru"]["backward_sparsity"], ">=", 0.40),
+        ]
+    write_results(f"lm_{args.task}", rows, targets)
+
+
+if __name__ == "__main__":
+    main()
