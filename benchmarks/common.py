@@ -26,6 +26,13 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), Python {platform.python_version()}"
 
 
+def command() -> str:
+    """The command line that reproduces this run, from the repository root."""
+    script = os.path.relpath(os.path.abspath(sys.argv[0]), Path(__file__).resolve().parent.parent)
+    prefix = "RANVIER_DATA=../shared/data " if os.environ.get("RANVIER_DATA") else ""
+    return prefix + " ".join(["python", script, *sys.argv[1:]])
+
+
 def target(name: str, value: float, op: str, goal: float) -> dict[str, Any]:
     met = {">=": value >= goal, "<=": value <= goal, ">": value > goal, "<": value < goal}[op]
     return {"name": name, "value": value, "op": op, "target": goal, "met": bool(met)}
@@ -36,7 +43,7 @@ def write_results(name: str, rows: list[dict[str, Any]], targets: list[dict[str,
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
     payload = {
-        "command": "python " + " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:]),
+        "command": command(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine(),
         "rows": rows,

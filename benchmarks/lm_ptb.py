@@ -6,7 +6,7 @@ effective MACs per token, training and evaluation throughput (tokens/s) and wall
 Target (EGRU issue): EGRU test perplexity <= 1.10 x GRU's at activity sparsity >= 80 % and
 backward sparsity >= 40 %.
 
-    RANVIER_DATA=../shared/data python benchmarks/lm_ptb.py [--task ptb|wikitext2] [--minutes 6]
+    RANVIER_DATA=../shared/data python benchmarks/lm_ptb.py [--task ptb|wikitext2] [--minutes 5]
 """
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def eval_tokens_per_second(cfg, run_dir: str, tokens: int = 20_000) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--task", default="ptb", choices=["ptb", "wikitext2"])
-    parser.add_argument("--minutes", type=float, default=6.0, help="training budget per model")
+    parser.add_argument("--minutes", type=float, default=5.0, help="training budget per model")
     parser.add_argument("--data-dir", default="")
     parser.add_argument("--models", nargs="+", default=list(MODELS))
     args = parser.parse_args()

@@ -4,7 +4,7 @@ Every model gets the same input (the analog value plus onset/offset spikes at 24
 number of epochs and batch size, and the preset's settings (``ranvier/presets/mnist1d.toml``).
 GRU and LSTM hidden sizes are chosen so their parameter counts match the spiking models'.
 
-    python benchmarks/mnist1d.py [--epochs 40] [--seeds 0]
+    python benchmarks/mnist1d.py [--epochs 40] [--seeds 0 1 2]
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def matched_hidden_size(model: str, budget: int, n_inputs: int) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=0, help="0: the preset's")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--threads", type=int, default=0)
     args = parser.parse_args()
     reference = build_config({"model": "alif"})
@@ -45,7 +45,8 @@ def main() -> None:
         hidden = reference.hidden_size if model in ("lif", "alif") else matched_hidden_size(model, budget, n_inputs)
         for seed in args.seeds:
             out = tempfile.mkdtemp(prefix=f"ranvier-{model}-")
-            settings = {"model": model, "hidden_size": hidden, "seed": seed, "out": out, "threads": args.threads}
+            settings = {"model": model, "hidden_size": hidden, "seed": seed, "out": out, "threads": args.threads,
+                        "progress": False}
             if args.epochs:
                 settings["epochs"] = args.epochs
             cfg = build_config(settings)
@@ -58,8 +59,8 @@ def main() -> None:
                   f"sparsity={m['activity_sparsity']['layer0']:.3f} time={m['train_seconds']:.0f}s", flush=True)
     acc = {model: statistics.mean(r["test_accuracy"] for r in rows if r["model"] == model) for model in MODELS}
     write_results("mnist1d", rows, [
-        target("ALIF test accuracy minus LIF test accuracy", acc["alif"] - acc["lif"], ">", 0.0),
-        target("ALIF test accuracy (ranvier train default)", acc["alif"], ">=", 0.75),
+        target("ALIF minus LIF mean test accuracy", acc["alif"] - acc["lif"], ">", 0.0),
+        target("ALIF mean test accuracy (the `ranvier train` default)", acc["alif"], ">=", 0.75),
     ])
 
 

@@ -21,6 +21,9 @@ VARIANTS = {
     "analog input only (levels=0)": {"levels": 0},
     "homogeneous time constants": {"tau_mem": 20.0, "tau_mem_max": 0.0, "tau_adapt": 200.0, "tau_adapt_max": 0.0},
     "LSNN convention (v_th 0.01, gamma 0.3)": {"convention": "lsnn", "threshold": 0.01, "gamma": 0.3},
+    "adaptation beta 0.4": {"beta": 0.4},
+    "adaptation beta 1.8 (the LSNN value)": {"beta": 1.8},
+    "no adaptation (LIF)": {"model": "lif"},
 }
 
 

@@ -51,6 +51,18 @@ def _plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    report = write_report(args.run_dir, plots=not args.no_plots, samples=args.samples, data_dir=args.data_dir)
+    inference = report["energy"]["inference"]
+    print(f"wrote {', '.join(report['files'])} in {args.run_dir}")
+    print(f"activation sparsity {report['activation_sparsity']['overall']:.3f} | estimated energy per "
+          f"{report['evaluated']['per']} (inference): dense {inference['dense']['total_j']:.3g} J, "
+          f"event-driven {inference['event']['total_j']:.3g} J ({report['energy']['profile']['name']} estimate)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .config import add_config_arguments
 
@@ -71,6 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--output", help="PNG path (default: RUN_DIR/run.png)")
     plot.add_argument("--sample", type=int, default=0, help="test sample to draw")
     plot.set_defaults(func=_plot)
+    report = sub.add_parser("report", help="efficiency metrics, energy estimates and plots of a finished run")
+    report.add_argument("run_dir")
+    report.add_argument("--samples", type=int, default=256,
+                        help="test sequences (classification) or test tokens (language models) to run (default 256)")
+    report.add_argument("--no-plots", action="store_true", help="write report.json and report.md only")
+    report.add_argument("--data-dir", help="data root, if not the one recorded in the run's config.toml")
+    report.set_defaults(func=_report)
     return parser
 
 
@@ -83,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except KeyboardInterrupt:
         return 130
-    except (ValueError, FileNotFoundError, FileExistsError, DataError, CheckpointError) as err:
+    except (ValueError, FileNotFoundError, FileExistsError, ImportError, DataError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

@@ -279,4 +279,7 @@ def fit(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
         "torch": torch.__version__,
     }
     atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
+    from .report import write_report
+
+    write_report(run_dir, plots=False)  # report.json + report.md; `ranvier report` adds the plots
     return metrics

@@ -38,25 +38,6 @@ LABEL_COUNTS = {
 }
 
 
-@pytest.fixture(scope="session")
-def shared_data_root() -> pathlib.Path:
-    """The real data: ``$RANVIER_DATA`` or ``<repo>/../shared/data``; skip (fail on CI) if absent."""
-    env = os.environ.get("RANVIER_DATA")
-    root = pathlib.Path(env) if env else REPO.parent / "shared" / "data"
-    missing = [
-        str(root / ds / name)
-        for ds, table in mnist_mod.CHECKSUMS.items()
-        for name in table
-        if not (root / ds / name).is_file()
-    ]
-    if missing:
-        msg = f"real data missing under {root}: {', '.join(missing)}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(msg)
-        pytest.skip(msg)
-    return root
-
-
 def _no_network(*args: object, **kwargs: object) -> None:
     raise AssertionError("network access attempted")
 

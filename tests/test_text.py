@@ -39,25 +39,6 @@ STATS = {
 
 
 @pytest.fixture(scope="session")
-def text_data_root() -> pathlib.Path:
-    """The real data: ``$RANVIER_DATA`` or ``<repo>/../shared/data``; skip (fail on CI) if absent."""
-    env = os.environ.get("RANVIER_DATA")
-    root = pathlib.Path(env) if env else REPO.parent / "shared" / "data"
-    missing = [
-        str(root / spec.folder / f.name)
-        for spec in CORPORA.values()
-        for f in spec.files.values()
-        if not (root / spec.folder / f.name).is_file()
-    ]
-    if missing:
-        msg = f"real data missing under {root}: {', '.join(missing)}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(msg)
-        pytest.skip(msg)
-    return root
-
-
-@pytest.fixture(scope="session")
 def _session_cache(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
     return tmp_path_factory.mktemp("ranvier-text-cache")
 
@@ -119,8 +100,8 @@ def _copy_corpus(src_root: pathlib.Path, dst_root: pathlib.Path, name: str = "pt
 
 
 @pytest.mark.parametrize("name", ["ptb", "wikitext2"])
-def test_real_statistics(text_data_root: pathlib.Path, name: str) -> None:
-    c = load_corpus(name, data_dir=text_data_root)
+def test_real_statistics(shared_data_root: pathlib.Path, name: str) -> None:
+    c = load_corpus(name, data_dir=shared_data_root)
     st = STATS[name]
     assert len(c.vocab) == len(c) == len(c.index) == st["vocab"]
     assert all(c.index[w] == i for i, w in enumerate(c.vocab))
@@ -146,9 +127,9 @@ def test_real_statistics(text_data_root: pathlib.Path, name: str) -> None:
     assert torch.equal(data[:, 1], c.train[data.shape[0] : 2 * data.shape[0]])
 
 
-def test_ids_match_pytorch_examples(text_data_root: pathlib.Path) -> None:
-    c = load_corpus("ptb", data_dir=text_data_root)
-    folder = text_data_root / "ptb"
+def test_ids_match_pytorch_examples(shared_data_root: pathlib.Path) -> None:
+    c = load_corpus("ptb", data_dir=shared_data_root)
+    folder = shared_data_root / "ptb"
     vocab, splits = _reference_corpus([folder / f"ptb.{s}.txt.gz" for s in ("train", "valid", "test")])
     assert c.vocab == vocab
     assert all(torch.equal(a, b) for a, b in zip((c.train, c.valid, c.test), splits))
@@ -195,15 +176,15 @@ def test_missing_file_message(tmp_path: pathlib.Path, monkeypatch: pytest.Monkey
     assert str(tmp_path / "envroot" / "wikitext-2" / "wiki.train.tokens.gz") in str(info.value)
 
 
-def test_missing_one_split(text_data_root: pathlib.Path, tmp_path: pathlib.Path) -> None:
-    folder = _copy_corpus(text_data_root, tmp_path)
+def test_missing_one_split(shared_data_root: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    folder = _copy_corpus(shared_data_root, tmp_path)
     (folder / "ptb.test.txt.gz").unlink()
     with pytest.raises(DataError, match="missing .*ptb.test.txt.gz"):
         load_corpus("ptb", data_dir=tmp_path)
 
 
-def test_corrupt_file(text_data_root: pathlib.Path, tmp_path: pathlib.Path) -> None:
-    folder = _copy_corpus(text_data_root, tmp_path)
+def test_corrupt_file(shared_data_root: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    folder = _copy_corpus(shared_data_root, tmp_path)
     assert len(load_corpus("ptb", data_dir=tmp_path)) == 10_000  # the good copy loads
     valid = folder / "ptb.valid.txt.gz"
     data = bytearray(valid.read_bytes())
@@ -226,12 +207,12 @@ def test_corrupt_file(text_data_root: pathlib.Path, tmp_path: pathlib.Path) -> N
     assert str(valid) in str(info.value)
 
 
-def test_regzipped_file_accepted(text_data_root: pathlib.Path, tmp_path: pathlib.Path, cache: pathlib.Path) -> None:
+def test_regzipped_file_accepted(shared_data_root: pathlib.Path, tmp_path: pathlib.Path, cache: pathlib.Path) -> None:
     """A gzip of the original text with other settings passes (text sha256) and gives the same corpus."""
-    folder = _copy_corpus(text_data_root, tmp_path)
+    folder = _copy_corpus(shared_data_root, tmp_path)
     valid = folder / "ptb.valid.txt.gz"
     valid.write_bytes(gzip.compress(gzip.decompress(valid.read_bytes()), compresslevel=1))
-    assert _same(load_corpus("ptb", data_dir=tmp_path), load_corpus("ptb", data_dir=text_data_root))
+    assert _same(load_corpus("ptb", data_dir=tmp_path), load_corpus("ptb", data_dir=shared_data_root))
     assert len(list(cache.glob("corpus-ptb-*.npz"))) >= 2  # another file digest: another cache entry
 
 
@@ -239,16 +220,16 @@ def test_regzipped_file_accepted(text_data_root: pathlib.Path, tmp_path: pathlib
 
 
 def test_download_from_local_mirror(
-    text_data_root: pathlib.Path, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+    shared_data_root: pathlib.Path, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """download=True fetches the text, checks it, gzips it atomically into place (file:// mirror)."""
     mirror = tmp_path / "mirror"
     mirror.mkdir()
     for f in CORPORA["ptb"].files.values():
-        (mirror / f.remote).write_bytes(gzip.decompress((text_data_root / "ptb" / f.name).read_bytes()))
+        (mirror / f.remote).write_bytes(gzip.decompress((shared_data_root / "ptb" / f.name).read_bytes()))
     monkeypatch.setitem(text_mod.MIRRORS, "ptb", mirror.as_uri() + "/")
     got = load_corpus("ptb", data_dir=tmp_path / "root", download=True)
-    assert _same(got, load_corpus("ptb", data_dir=text_data_root))
+    assert _same(got, load_corpus("ptb", data_dir=shared_data_root))
     assert sorted(p.name for p in (tmp_path / "root" / "ptb").iterdir()) == [
         "ptb.test.txt.gz",
         "ptb.train.txt.gz",
@@ -276,8 +257,8 @@ def test_mirror_names() -> None:
 # --------------------------------------------------------------------------- caches
 
 
-def test_caches(text_data_root: pathlib.Path, cache: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    first = load_corpus("ptb", data_dir=text_data_root)
+def test_caches(shared_data_root: pathlib.Path, cache: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = load_corpus("ptb", data_dir=shared_data_root)
     digests = tuple(f.sha256_gz for f in CORPORA["ptb"].files.values())
     path = text_mod._cache_path("ptb", digests)
     assert path.parent == cache and path.is_file()
@@ -286,14 +267,14 @@ def test_caches(text_data_root: pathlib.Path, cache: pathlib.Path, monkeypatch: 
     first.train.zero_()
     first.vocab.append("<not-a-word>")
     first.index["<not-a-word>"] = -1
-    again = load_corpus("ptb", data_dir=text_data_root)
+    again = load_corpus("ptb", data_dir=shared_data_root)
     assert again.train.abs().sum() > 0 and len(again.vocab) == 10_000 and "<not-a-word>" not in again.index
 
     # A new process starts with an empty in-process cache: the disk cache must serve it.
     clear_cache()
     real_tokenise = text_mod._tokenise
     monkeypatch.setattr(text_mod, "_tokenise", _must_not_call)
-    from_disk = load_corpus("ptb", data_dir=text_data_root)
+    from_disk = load_corpus("ptb", data_dir=shared_data_root)
     assert _same(from_disk, again)
 
     # A corrupt cache file (garbage, or a valid .npz with bad content) is rebuilt and rewritten.
@@ -302,18 +283,18 @@ def test_caches(text_data_root: pathlib.Path, cache: pathlib.Path, monkeypatch: 
     for corrupt in (lambda: path.write_bytes(b"garbage"), lambda: np.savez(path, **bad_npz, valid=[], test=[])):
         corrupt()
         clear_cache()
-        assert _same(load_corpus("ptb", data_dir=text_data_root), again)
+        assert _same(load_corpus("ptb", data_dir=shared_data_root), again)
         with np.load(path) as z:
             assert np.array_equal(z["train"], again.train.numpy())
 
 
 def test_unwritable_cache(
-    text_data_root: pathlib.Path, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+    shared_data_root: pathlib.Path, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Caching is an optimisation: a cache dir that cannot be created must not break loading."""
     (tmp_path / "file").write_text("")
     monkeypatch.setenv("RANVIER_CACHE", str(tmp_path / "file" / "sub"))
-    _copy_corpus(text_data_root, tmp_path / "root")
+    _copy_corpus(shared_data_root, tmp_path / "root")
     valid = tmp_path / "root" / "ptb" / "ptb.valid.txt.gz"
     valid.write_bytes(gzip.compress(gzip.decompress(valid.read_bytes()), compresslevel=2))  # new key
     clear_cache()
@@ -356,8 +337,8 @@ def test_lm_batches(steps: int, bptt: int, lengths: list[int]) -> None:
         next(lm_batches(torch.arange(5), 2))
 
 
-def test_checksums_match_shared_sums(text_data_root: pathlib.Path) -> None:
-    sums = dict(reversed(line.split()) for line in (text_data_root / "SHA256SUMS").read_text().splitlines())
+def test_checksums_match_shared_sums(shared_data_root: pathlib.Path) -> None:
+    sums = dict(reversed(line.split()) for line in (shared_data_root / "SHA256SUMS").read_text().splitlines())
     for spec in CORPORA.values():
         for f in spec.files.values():
             assert sums[f"{spec.folder}/{f.name}"] == f.sha256_gz

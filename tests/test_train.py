@@ -27,7 +27,8 @@ def assert_same(a, b):
 def test_run_directory_and_same_seed_same_run(tmp_path):
     m1 = train.fit(build_config({**TINY, "out": str(tmp_path / "a")}))
     m2 = train.fit(build_config({**TINY, "out": str(tmp_path / "b")}))
-    assert {p.name for p in (tmp_path / "a").iterdir()} == {"config.toml", "metrics.json", "checkpoint.safetensors"}
+    assert {p.name for p in (tmp_path / "a").iterdir()} == {"config.toml", "metrics.json", "checkpoint.safetensors",
+                                                                  "report.json", "report.md"}
     assert_same(weights(tmp_path / "a"), weights(tmp_path / "b"))
     assert m1["test_accuracy"] == m2["test_accuracy"]
     saved = json.loads((tmp_path / "a" / "metrics.json").read_text())

@@ -1,7 +1,5 @@
 """Language-model training on real PTB: runs, reports sparsities, resumes exactly."""
 import math
-import os
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,16 +9,6 @@ from ranvier import train
 from ranvier.config import build_config
 from ranvier.models.language import LanguageModel
 from ranvier.train_lm import effective_macs_per_token
-
-
-@pytest.fixture
-def data_dir():
-    root = Path(os.environ.get("RANVIER_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-    if not (root / "ptb" / "ptb.train.txt.gz").is_file():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"PTB missing under {root}: CI must have the data")
-        pytest.skip(f"PTB not found under {root}")
-    return str(root)
 
 
 def tiny(data_dir, tmp_path, model, **kw):

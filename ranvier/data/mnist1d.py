@@ -13,7 +13,6 @@ import logging
 import os
 import pathlib
 import random
-import tempfile
 import time
 import zipfile
 from importlib import metadata
@@ -21,16 +20,12 @@ from importlib import metadata
 import numpy as np
 import torch
 
+from .cache import CACHE_ENV_VAR, cache_dir, write_npz_atomic
+
 __all__ = ["CACHE_ENV_VAR", "cache_dir", "load_mnist1d"]
 
-CACHE_ENV_VAR = "RANVIER_CACHE"
 _log = logging.getLogger(__name__)
 _KEYS = ("x_train", "y_train", "x_test", "y_test")
-
-
-def cache_dir() -> pathlib.Path:
-    """Directory for generated-data caches: ``$RANVIER_CACHE`` or ``~/.cache/ranvier``."""
-    return pathlib.Path(os.environ.get(CACHE_ENV_VAR) or "~/.cache/ranvier").expanduser().absolute()
 
 
 def _cache_path(num_samples: int, train_split: float, seed: int) -> pathlib.Path:
@@ -88,20 +83,7 @@ def _read_cache(path: pathlib.Path, n_train: int, n_test: int) -> dict[str, np.n
 
 
 def _write_cache(path: pathlib.Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write atomically (temp file + os.replace) so a concurrent reader never sees half a file."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:  # a file object stops np.savez from appending ".npz"
-                np.savez(f, **arrays)
-            os.chmod(tmp, 0o644)  # mkstemp creates 0600; a cache is not secret
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    except OSError as exc:  # read-only home etc.: caching is an optimisation, not a requirement
-        _log.warning("could not write MNIST-1D cache %s: %s", path, exc)
+    write_npz_atomic(path, arrays, "MNIST-1D")
 
 
 @functools.lru_cache(maxsize=8)

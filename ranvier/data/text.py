@@ -38,7 +38,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from .mnist1d import cache_dir
+from .cache import cache_dir, write_npz_atomic
 from .root import DataError, _resolve, verify_sha256
 
 __all__ = ["CORPORA", "Corpus", "MIRRORS", "SPLITS", "batchify", "clear_cache", "lm_batches", "load_corpus"]
@@ -317,23 +317,10 @@ def _read_cache(path: pathlib.Path) -> tuple[list[str], list[np.ndarray]] | None
 
 
 def _write_cache(path: pathlib.Path, vocab: list[str], ids: list[np.ndarray]) -> None:
-    """Write atomically (temp file + os.replace) so a concurrent reader never sees half a file."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        try:
-            vocab_bytes = np.frombuffer("\n".join(vocab).encode("utf-8"), dtype=np.uint8)
-            # int32 halves the file; words never contain "\n" (it is whitespace to str.split).
-            arrays = {s: a.astype(np.int32) for s, a in zip(SPLITS, ids)}
-            with os.fdopen(fd, "wb") as f:  # a file object stops np.savez from appending ".npz"
-                np.savez(f, vocab=vocab_bytes, **arrays)
-            os.chmod(tmp, 0o644)  # mkstemp creates 0600; a cache is not secret
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    except OSError as exc:  # read-only home etc.: caching is an optimisation, not a requirement
-        _log.warning("could not write corpus cache %s: %s", path, exc)
+    vocab_bytes = np.frombuffer("\n".join(vocab).encode("utf-8"), dtype=np.uint8)
+    # int32 halves the file; words never contain "\n" (it is whitespace to str.split).
+    arrays = {s: a.astype(np.int32) for s, a in zip(SPLITS, ids)}
+    write_npz_atomic(path, {"vocab": vocab_bytes, **arrays}, "corpus")
 
 
 # In-process cache: (name, file digests) -> (vocab, ids), most recently used last. Keyed by content
