@@ -41,9 +41,19 @@ def section(path: Path) -> str:
             f"{table(data['rows'])}\n\nTargets:\n\n{table(targets)}\n")
 
 
+def language_models() -> str:
+    """PTB and WikiText-2 in one table, as the EGRU issue asks."""
+    files = sorted(RESULTS.glob("lm_*.json"))
+    rows = [row for p in files for row in json.loads(p.read_text())["rows"]]
+    commands = "  \n".join(f"`{json.loads(p.read_text())['command']}` ({json.loads(p.read_text())['date']})" for p in files)
+    return f"## Language models (PTB and WikiText-2 together)\n\n{commands}\n\n{table(rows)}\n"
+
+
 def main() -> None:
     notes = Path(__file__).parent / "notes.md"
     parts = [INTRO] + [section(p) for p in sorted(RESULTS.glob("*.json"))]
+    if list(RESULTS.glob("lm_*.json")):
+        parts.append(language_models())
     if notes.exists():
         parts.append(notes.read_text())
     DOC.parent.mkdir(exist_ok=True)
