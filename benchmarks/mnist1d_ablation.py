@@ -11,7 +11,7 @@ import argparse
 import shutil
 import tempfile
 
-from common import target, write_results
+from common import write_results
 
 from ranvier.config import build_config
 from ranvier.train import fit
@@ -39,8 +39,7 @@ def main() -> None:
         rows.append({"variant": name, "epochs": args.epochs, "test_accuracy": m["test_accuracy"],
                      "activity_sparsity": m["activity_sparsity"]["layer0"], "train_seconds": m["train_seconds"]})
         print(f"{name:45s} acc {m['test_accuracy']:.4f} sparsity {m['activity_sparsity']['layer0']:.3f}", flush=True)
-    best = max(rows, key=lambda r: r["test_accuracy"])
-    write_results("mnist1d_ablation", rows, [target("preset is the best variant", float(best["variant"] == "preset"), ">=", 1.0)])
+    write_results("mnist1d_ablation", rows, [])  # an explanation of the preset: no issue target
 
 
 if __name__ == "__main__":

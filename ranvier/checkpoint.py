@@ -15,7 +15,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-__all__ = ["save_checkpoint", "load_checkpoint", "atomic_write_text", "CheckpointError"]
+__all__ = ["save_checkpoint", "load_checkpoint", "read_meta", "atomic_write_text", "CheckpointError"]
 
 FORMAT = "ranvier-checkpoint-1"
 
@@ -68,6 +68,26 @@ def save_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.O
     save_file(tensors, str(tmp), metadata=metadata)
     _fsync_replace(tmp, path)
 
+
+def _metadata(path: Path) -> dict[str, str]:
+    """The safetensors metadata of a ranvier checkpoint; raises CheckpointError otherwise."""
+    if not path.exists():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            metadata = fh.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"checkpoint {path} is corrupt or unreadable: {err}") from err
+    if metadata.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a ranvier checkpoint (format {metadata.get('format')!r})")
+    return metadata
+
+
+def read_meta(path: str | Path) -> dict[str, Any]:
+    """The ``meta`` dict of a checkpoint, without loading its tensors."""
+    return json.loads(_metadata(Path(path))["meta"])
+
+
 def load_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
                     restore_rng: bool = True, extra: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
     """Load a checkpoint written by :func:`save_checkpoint`; returns its ``meta`` dict.
@@ -75,17 +95,11 @@ def load_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.O
     If ``extra`` is a dict, the saved extra tensors are put into it.
     """
     path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"no checkpoint at {path}")
+    metadata = _metadata(path)
     try:
         tensors = load_file(str(path))
-
-        with safe_open(str(path), framework="pt") as fh:
-            metadata = fh.metadata() or {}
     except (SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(f"checkpoint {path} is corrupt or unreadable: {err}") from err
-    if metadata.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a ranvier checkpoint (format {metadata.get('format')!r})")
     model_state = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}
     try:
         model.load_state_dict(model_state)

@@ -23,8 +23,9 @@ def _train(args: argparse.Namespace) -> int:
     cfg = build_config(settings, preset)
     metrics = fit(cfg, resume=args.resume)
     sparsity = ", ".join(f"{k} {v:.3f}" for k, v in metrics["activity_sparsity"].items())
-    print(f"{cfg.model} on {cfg.task}: test accuracy {metrics['test_accuracy']:.4f} | "
-          f"activity sparsity {sparsity} | {metrics['parameters']} parameters | "
+    score = (f"test accuracy {metrics['test_accuracy']:.4f}" if "test_accuracy" in metrics
+             else f"test perplexity {metrics['test_perplexity']:.2f}")
+    print(f"{cfg.model} on {cfg.task}: {score} | activity sparsity {sparsity} | {metrics['parameters']} parameters | "
           f"{metrics['train_seconds']:.1f} s training | run dir {cfg.run_dir()}")
     return 0
 

@@ -75,7 +75,7 @@ class TrainConfig:
     target_rate: float = field(default=0.01, metadata={"help": "target spikes per unit per step"})
     seed: int = field(default=0, metadata={"help": "random seed; a fixed seed gives the same run"})
     # bookkeeping
-    eval_every: int = field(default=0, metadata={"help": "evaluate on the test set every N steps (0: at the end)"})
+    eval_every: int = field(default=0, metadata={"help": "evaluate every N steps (test set; validation set for language models; 0: at the end only)"})
     eval_samples: int = field(default=0, metadata={"help": "test samples used for intermediate evaluations (0: all)"})
     checkpoint_every: int = field(default=200, metadata={"help": "save a checkpoint every N steps (and every epoch)"})
     device: str = field(default="cpu", metadata={"help": "torch device, e.g. cpu or cuda"})

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
+from .checkpoint import atomic_write_text, load_checkpoint, read_meta, save_checkpoint
 from .config import TrainConfig, to_toml
 from .models.classifier import SequenceClassifier, build_classifier
 from .neurons.readout import firing_rate_loss
@@ -203,12 +203,12 @@ def fit(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
 
     step, elapsed, history = 0, 0.0, []
     if resume:
+        if _identity(read_meta(ckpt_path).get("config", {})) != _identity(dataclasses.asdict(cfg)):
+            raise ValueError(f"the config differs from the one the run in {run_dir} was started with; "
+                             f"resume with `ranvier train --resume --out {run_dir}`, which reads its config.toml")
         extra: dict[str, Tensor] = {}
         meta = load_checkpoint(ckpt_path, model, optimizer, extra=extra)
         job.load_state_tensors(extra)
-        if _identity(meta.get("config", {})) != _identity(dataclasses.asdict(cfg)):
-            raise ValueError(f"the config differs from the one the run in {run_dir} was started with; "
-                             f"resume with `ranvier train --resume --out {run_dir}`, which reads its config.toml")
         step, elapsed, history = meta["step"], meta["elapsed"], meta["history"]
     atomic_write_text(run_dir / "config.toml", to_toml(cfg))
 

@@ -117,3 +117,11 @@ def test_plot_run_writes_a_png(tmp_path):
     train.fit(build_config({**TINY, "max_steps": 3, "eval_every": 2, "out": str(out)}))
     png = plot_run(out)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def test_egru_on_sequential_mnist_runs(tmp_path, data_dir):
+    m = train.fit(build_config({"task": "smnist", "model": "egru", "hidden_size": 8, "batch_size": 16, "epochs": 0,
+                                "max_steps": 2, "progress": False, "threads": 1, "data_dir": data_dir,
+                                "out": str(tmp_path / "egru")}))
+    assert m["steps"] == 2 and 0.0 <= m["test_accuracy"] <= 1.0
+    assert 0.0 < m["activity_sparsity"]["layer0"] <= 1.0

@@ -92,3 +92,13 @@ def test_gpu_preset_runs_a_few_steps_on_cuda(data_dir, tmp_path):
 def test_task_preset_picks_the_model():
     assert build_config({"task": "ptb"}).model == "egru"
     assert build_config({"task": "ptb", "model": "gru"}).dropconnect == 0.0
+
+
+def test_cli_prints_perplexity_for_language_models(data_dir, tmp_path, capsys):
+    from ranvier import cli
+
+    code = cli.main(["train", "--task", "ptb", "--model", "gru", "--hidden-size", "16", "--embedding-size", "16",
+                     "--max-steps", "2", "--epochs", "0", "--batch-size", "4", "--bptt", "8", "--no-progress",
+                     "--data-dir", data_dir, "--out", str(tmp_path / "cli"), "--threads", "1"])
+    assert code == 0
+    assert "gru on ptb: test perplexity" in capsys.readouterr().out
