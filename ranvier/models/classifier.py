@@ -22,8 +22,8 @@ class SequenceClassifier(nn.Module):
 
     ``forward`` returns ``(logits [B, classes], activity [T, B, H])``: the logits are the mean of
     the readout over the last ``readout_steps`` steps (all steps when 0); ``activity`` is the
-    layer's output (spikes for LIF/ALIF, hidden states for GRU/LSTM), kept for the regulariser
-    and the sparsity report.
+    layer's output (spikes for LIF/ALIF, graded events for EGRU, hidden states for GRU/LSTM), kept
+    for the regulariser and the sparsity report.
     """
 
     def __init__(self, core: nn.Module, readout: LeakyReadout, *, spiking: bool, readout_steps: int = 1,
@@ -53,8 +53,8 @@ def build_classifier(cfg, n_inputs: int, n_classes: int) -> SequenceClassifier:
     conventions = {"lsnn": LSNN_CONVENTION, "eprop": EPROP_CONVENTION}
     if cfg.convention not in conventions:
         raise ValueError(f"unknown convention {cfg.convention!r}; choose one of {', '.join(conventions)}")
-    common = dict(tau_mem=_time_constants(cfg.tau_mem, cfg.tau_mem_max, h), threshold=cfg.threshold, n_refractory=cfg.n_refractory, surrogate=surrogate,
-                  convention=conventions[cfg.convention])
+    common = dict(tau_mem=_time_constants(cfg.tau_mem, cfg.tau_mem_max, h), threshold=cfg.threshold,
+                  n_refractory=cfg.n_refractory, surrogate=surrogate, convention=conventions[cfg.convention])
     if cfg.model == "lif":
         core: nn.Module = LIF(n_inputs, h, **common)
     elif cfg.model in ("alif", "lsnn"):
