@@ -187,8 +187,8 @@ def record_classifier(model: nn.Module, x: Tensor) -> tuple[Tensor, list[LayerRe
     """Run a :class:`~ranvier.models.classifier.SequenceClassifier` on ``x [B, T, I]`` and record it.
 
     Returns ``(logits [B, classes], [core record, readout record])``; the logits equal
-    ``model(x)[0]``. The core's activity is the recorded spikes (LIF/ALIF, via ``trajectory``)
-    or hidden states (GRU/LSTM); the readout's synaptic operations are those of its
+    ``model(x)[0]``. The core's activity is the recorded spikes (LIF/ALIF, via ``trajectory``),
+    graded events (EGRU) or hidden states (GRU/LSTM); the readout's synaptic operations are those of its
     ``nn.Linear`` on that activity (its low-pass filter acts on the outputs and is not a synapse).
     """
     xs = x.transpose(0, 1)
@@ -197,6 +197,8 @@ def record_classifier(model: nn.Module, x: Tensor) -> tuple[Tensor, list[LayerRe
     core = model.core
     if model.spiking:
         record = _spiking_record("layer0", core, xs)
+    elif hasattr(core, "egru"):  # an EGRU layer: graded events
+        _, (record,), _ = record_egru(core.egru, xs)
     else:
         rnn = core.rnn
         out, _ = rnn(xs)
@@ -461,7 +463,8 @@ def _build(rec: Recording, profile_name: str = DEFAULT_PROFILE) -> dict[str, Any
         costs.append(cost)
         neuron_updates = float(steps * layer.units) if layer.active else 0.0
         words = STATE_WORDS.get(layer.kind, 0)
-        elementwise = metrics.egru_elementwise_ops(steps, layer.units, bias=bool(model.rnn.bias)) \
+        egru = model.rnn if hasattr(model, "rnn") else getattr(model.core, "egru", None)
+        elementwise = metrics.egru_elementwise_ops(steps, layer.units, bias=bool(egru.bias)) \
             if layer.kind == "egru" else None
         if elementwise is not None:
             elementwise_total = elementwise_total + elementwise

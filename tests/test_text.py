@@ -258,6 +258,7 @@ def test_mirror_names() -> None:
 
 
 def test_caches(shared_data_root: pathlib.Path, cache: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    clear_cache()  # earlier tests may have loaded PTB into the in-process cache
     first = load_corpus("ptb", data_dir=shared_data_root)
     digests = tuple(f.sha256_gz for f in CORPORA["ptb"].files.values())
     path = text_mod._cache_path("ptb", digests)
