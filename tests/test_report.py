@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tiny_configs import tiny_lm
 from ranvier import train
 from ranvier.checkpoint import load_checkpoint
 from ranvier.config import build_config
@@ -24,15 +25,6 @@ from ranvier.tasks.registry import load_task
 TINY = dict(task="mnist1d", model="alif", hidden_size=16, batch_size=64, epochs=1, max_steps=6,
             checkpoint_every=2, progress=False, threads=1)
 PNG = b"\x89PNG\r\n\x1a\n"
-
-
-def tiny_lm(data_dir, tmp_path, model, **kw):
-    settings = dict(task="ptb", model=model, hidden_size=24, embedding_size=16, num_layers=2, batch_size=8, bptt=12,
-                    epochs=0, max_steps=6, checkpoint_every=2, eval_every=3, eval_samples=100, progress=False,
-                    threads=1, lr=0.003, data_dir=data_dir, out=str(tmp_path / model), dropout=0.1,
-                    dropout_embedding=0.1, dropconnect=0.1 if model == "egru" else 0.0, gamma=0.7)
-    settings.update(kw)
-    return build_config(settings)
 
 
 def pairs(x, w):

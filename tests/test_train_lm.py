@@ -5,19 +5,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from tiny_configs import tiny_lm as tiny
 from ranvier import train
 from ranvier.config import build_config
 from ranvier.models.language import LanguageModel
 from ranvier.train_lm import effective_macs_per_token
-
-
-def tiny(data_dir, tmp_path, model, **kw):
-    settings = dict(task="ptb", model=model, hidden_size=24, embedding_size=16, num_layers=2, batch_size=8, bptt=12,
-                    epochs=0, max_steps=6, checkpoint_every=2, eval_every=3, eval_samples=100, progress=False,
-                    threads=1, lr=0.003, data_dir=data_dir, out=str(tmp_path / model), dropout=0.1,
-                    dropout_embedding=0.1, dropconnect=0.1 if model == "egru" else 0.0, gamma=0.7)
-    settings.update(kw)
-    return build_config(settings)
 
 
 @pytest.mark.parametrize("model", ["egru", "gru", "lstm"])

@@ -198,7 +198,7 @@ def _check_file(path: pathlib.Path, spec: _FileSpec, root: pathlib.Path, how: st
         verify_sha256(path, spec.sha256_gz, root, how)  # memoised per (path, mtime, size)
         return spec.sha256_gz
     except DataError:
-        pass
+        pass  # not the shipped .gz: a re-compressed copy is accepted if its text matches (below)
     tkey = (*key, spec.sha256_text)
     if tkey in _TEXT_VERIFIED:
         return _TEXT_VERIFIED[tkey]
