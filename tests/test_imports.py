@@ -14,6 +14,7 @@ FORBIDDEN = {
     "neurons": {"models", "tasks", "data", "train", "cli", "config", "checkpoint"},
     "layers": {"neurons", "models", "tasks", "data", "train", "cli", "config", "checkpoint"},
     "metrics": {"models", "tasks", "data", "train", "cli", "config", "checkpoint"},
+    "sparse": {"models", "tasks", "data", "train", "cli", "config", "checkpoint"},
     "data": {"core", "neurons", "layers", "models", "tasks", "train", "cli", "config"},
 }
 

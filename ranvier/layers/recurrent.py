@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from ..core.scan import scan
+from ..sparse.masks import effective_weight
 
 __all__ = ["SpikingRecurrent", "check_input"]
 
@@ -99,7 +100,7 @@ class SpikingRecurrent(nn.Module, abc.ABC):
         (decays etc.) computed once, so a sequence does not recompute them every step."""
 
     def _recurrent_step(self) -> Callable[[Tensor, NamedTuple], tuple[Tensor, NamedTuple]]:
-        w_rec_t = None if self.recurrent_weight is None else (self.recurrent_weight * self.recurrent_mask).t()
+        w_rec_t = None if self.recurrent_weight is None else effective_weight(self, "recurrent_weight").t()
         neuron_step = self.make_neuron_step()
 
         def step(input_current: Tensor, state: NamedTuple) -> tuple[Tensor, NamedTuple]:
@@ -115,7 +116,7 @@ class SpikingRecurrent(nn.Module, abc.ABC):
             state = self.initial_state(xs.shape[1], device=xs.device, dtype=xs.dtype)
         else:
             self.check_state(state, xs.shape[1])
-        currents = xs @ self.input_weight.t()  # [T, B, H]: one matmul for the whole sequence
+        currents = xs @ effective_weight(self, "input_weight").t()  # [T, B, H]: one matmul for the whole sequence
         if self.bias is not None:
             currents = currents + self.bias
         return currents, state

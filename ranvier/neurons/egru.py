@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from ..core.scan import scan
 from ..core.surrogate import PiecewiseLinear, Surrogate
 from ..layers.recurrent import check_input
+from ..sparse.masks import effective_weight
 
 __all__ = ["EGRUState", "egru_step", "EGRUCell", "EGRU", "activity_sparsity", "backward_sparsity"]
 
@@ -319,8 +320,8 @@ class EGRUCell(_EGRUBase):
         else:
             self._check_state(state, x_t.shape[0], x_t)
         self._project_thresholds()
-        proj = F.linear(x_t, self.weight_ih, self.bias_ih)  # [B, 3H]
-        return egru_step(proj, state, recurrent_weight=self.weight_hh, recurrent_bias=self.bias_hh,
+        proj = F.linear(x_t, effective_weight(self, "weight_ih"), self.bias_ih)  # [B, 3H]
+        return egru_step(proj, state, recurrent_weight=effective_weight(self, "weight_hh"), recurrent_bias=self.bias_hh,
                          threshold=self.threshold_values(), **self._step_kwargs())
 
     def extra_repr(self) -> str:
@@ -476,7 +477,7 @@ class EGRU(_EGRUBase):
         return list(state)
 
     def _layer_step(self, k: int, use_zoneout_mask: bool) -> Callable[[Tensor, EGRUState], tuple[Tensor, EGRUState]]:
-        w_hh = getattr(self, f"weight_hh_l{k}")
+        w_hh = effective_weight(self, f"weight_hh_l{k}")
         if self.training and self.dropconnect > 0.0:
             w_hh = F.dropout(w_hh, self.dropconnect, training=True)  # one mask for the whole sequence
         kwargs = dict(recurrent_weight=w_hh, recurrent_bias=getattr(self, f"bias_hh_l{k}"),
@@ -502,7 +503,7 @@ class EGRU(_EGRUBase):
         for k in range(self.num_layers):
             if k > 0 and self.training and self.dropout > 0.0:
                 layer_in = F.dropout(layer_in, self.dropout, training=True)
-            w_ih, b_ih = getattr(self, f"weight_ih_l{k}"), getattr(self, f"bias_ih_l{k}")
+            w_ih, b_ih = effective_weight(self, f"weight_ih_l{k}"), getattr(self, f"bias_ih_l{k}")
             proj = F.linear(layer_in, w_ih, b_ih)  # [T, B, 3H]: one matmul for the whole sequence
             if use_mask:
                 mask = torch.bernoulli(torch.full_like(proj[..., : self.hidden_size], 1.0 - self.zoneout))  # [T, B, H]

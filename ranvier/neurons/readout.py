@@ -7,6 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from ..core.scan import scan
+from ..sparse.masks import effective_weight
 
 __all__ = ["exp_filter", "LeakyReadout", "firing_rate_loss"]
 
@@ -48,7 +49,7 @@ class LeakyReadout(nn.Module):
 
     def forward(self, z: Tensor) -> Tensor:
         zs = z.transpose(0, 1) if self.batch_first else z  # [T, B, H]
-        y = zs @ self.linear.weight.t()  # [T, B, O]
+        y = zs @ effective_weight(self.linear, "weight").t()  # [T, B, O]
         if self.decay > 0:
             y = exp_filter(y, self.decay)
         y = y + self.linear.bias
