@@ -135,13 +135,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from .checkpoint import CheckpointError
     from .data import DataError
+    from .distributed import WorkerLostError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except KeyboardInterrupt:
         return 130
-    except (ValueError, FileNotFoundError, FileExistsError, ImportError, DataError, CheckpointError) as err:
+    except (ValueError, FileNotFoundError, FileExistsError, ImportError, DataError, CheckpointError, WorkerLostError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
