@@ -116,9 +116,10 @@ def test_alif_export_names_adaptation():
 def test_egru_export_names_gating():
     with pytest.raises(NIRExportError, match="gated units"):
         to_nir(EGRU(3, 8), dt=1e-3)
-    cfg = build_config({"task": "mnist1d", "model": "egru", "hidden_size": 8})
-    with pytest.raises(NIRExportError, match="gated units"):
-        to_nir(build_classifier(cfg, 4, 3), dt=1e-3)
+    for model in ("egru", "gru", "lstm"):
+        cfg = build_config({"task": "mnist1d", "model": model, "hidden_size": 8})
+        with pytest.raises(NIRExportError, match="gated units"):
+            to_nir(build_classifier(cfg, 4, 3), dt=1e-3)
 
 
 @pytest.mark.parametrize("convention, refractory, feature", [

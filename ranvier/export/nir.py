@@ -245,7 +245,7 @@ def _exporter(layer: nn.Module, name: str) -> Callable[[Any, str, _Export, _Out]
         if type(layer) is kind:
             return function
     kind = type(layer).__name__
-    if "EGRU" in kind or "GRU" in kind or "LSTM" in kind or any("EGRU" in type(m).__name__ for m in layer.modules()):
+    if any(gated in type(m).__name__ for m in layer.modules() for gated in ("GRU", "LSTM")):  # EGRU too
         raise NIRExportError(f"cannot export {name} ({kind}) to NIR: NIR has no gated units (EGRU/GRU/LSTM gating "
                              "has no NIR primitive, not even as a ranvier extension)")
     raise NIRExportError(f"cannot export {name}: no NIR converter for {kind} "
