@@ -142,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except KeyboardInterrupt:
         return 130
-    except (ValueError, FileNotFoundError, FileExistsError, ImportError, DataError, CheckpointError, WorkerLostError) as err:
+    except (ValueError, FileNotFoundError, FileExistsError, ImportError, DataError, CheckpointError,
+            WorkerLostError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
