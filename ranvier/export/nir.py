@@ -173,8 +173,8 @@ def _export_spiking(layer: LIF | ALIF, name: str, ctx: _Export, source: _Out) ->
         raise NIRExportError(
             f"cannot export {name} ({type(layer).__name__}) to NIR losslessly: NIR has no " + "; no ".join(missing)
             + ". Use LIF with Convention(reset='zero', spike_from_previous=False) (e.g. `--convention eprop "
-            "--reset zero`), or pass extensions=True (`ranvier export --extensions`) to write these features into the node metadata: "
-            "from_nir reads them back, other NIR readers will run a plain LIF instead.")
+            "--reset zero`), or pass extensions=True (`ranvier export --extensions`) to write these features "
+            "into the node metadata: from_nir reads them back, other NIR readers will run a plain LIF instead.")
     threshold = _f64(layer.threshold)
     if not np.all(threshold > 0):
         raise NIRExportError(f"cannot export {name}: thresholds must be > 0 (ranvier divides by them)")
