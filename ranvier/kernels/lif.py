@@ -144,9 +144,8 @@ class SpikingRecurrentFunction(torch.autograd.Function):
         ctx.save_for_backward(wt, z0.detach(), z, psi, x_s, a_s)
         ctx.k = k
         ctx.has_rec = w_rec is not None
-        ctx.mark_non_differentiable(r_t)
-        if not adaptive:
-            ctx.mark_non_differentiable(b_t)
+        # (one call: each call replaces the previous set)
+        ctx.mark_non_differentiable(*((r_t,) if adaptive else (r_t, b_t)))
         return z, v_t, b_t, r_t
 
     @staticmethod
@@ -161,7 +160,8 @@ class SpikingRecurrentFunction(torch.autograd.Function):
         need = ctx.needs_input_grad
         chunks = num_chunks(B)
         d_cur = torch.empty(T, B, H, dtype=dtype)
-        d_wt = torch.zeros(chunks if ctx.has_rec else 1, H if ctx.has_rec else 1, H if ctx.has_rec else 1, dtype=dtype)
+        hw = H if ctx.has_rec else 1  # one accumulator per thread's batch slice
+        d_wt = torch.zeros(chunks, hw, hw, dtype=dtype)
         dv0, dz0, db0 = (torch.empty(B, H, dtype=dtype) for _ in range(3))
         args = (gz.numpy(), gv.numpy(), gb.numpy(), wt.numpy(), z0.contiguous().numpy(), z.numpy(), psi.numpy(),
                 x_s.numpy(), a_s.numpy(), *k[:6], k.consts, k.flags, bool(need[3]))
