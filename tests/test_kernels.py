@@ -85,7 +85,7 @@ def assert_same(ref, ker, T, B, seed, masked=False):
 @pytest.mark.parametrize("reset", list(RESETS))
 @pytest.mark.parametrize("convention", list(CONVENTIONS))
 @pytest.mark.parametrize("cls", [LIF, ALIF])
-@settings(max_examples=4, deadline=None)
+@settings(max_examples=3, deadline=None)
 @given(**SHAPES)
 def test_kernel_equals_reference(cls, convention, reset, masked, T, B, I, H, surrogate, dt, seed):
     kw = dict(convention=CONVENTIONS[convention], surrogate=surrogate, dt=dt, **RESETS[reset])
@@ -95,9 +95,12 @@ def test_kernel_equals_reference(cls, convention, reset, masked, T, B, I, H, sur
     assert_same(ref, ker, T, B, seed, masked=masked)
 
 
+@pytest.mark.parametrize("weight_grad", ["gemm", "sparse"])
 @pytest.mark.parametrize("cls", [LIF, ALIF])
-def test_kernel_equals_reference_long_and_active(cls):
-    """A longer run with many spikes, several threads' batch slices and self-connections."""
+def test_kernel_equals_reference_long_and_active(cls, weight_grad, monkeypatch):
+    """A longer run with many spikes, several threads' batch slices and self-connections; the
+    recurrent-weight gradient both as one GEMM and as the sparse row loop."""
+    monkeypatch.setattr(lif_kernel, "SPARSE_WEIGHT_GRAD_MAX_ACTIVITY", 1.0 if weight_grad == "sparse" else 0.0)
     torch.set_num_threads(2)
     ref, ker = make_pair(cls, 3, 16, self_connections=True, tau_mem=5.0)
     z = assert_same(ref, ker, T=60, B=7, seed=3)

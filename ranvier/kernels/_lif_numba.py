@@ -153,9 +153,10 @@ def lif_forward(I, WT, v0, z0, b0, r0, alpha, gain_in, thr, rho, gain_b, beta, c
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def lif_backward(gz, gvT, gbT, WT, z0, z_out, psi, x_s, A_s, alpha, gain_in, thr, rho, gain_b, beta,
-                 consts, flags, need_z0, dI, dWT, dv0, dz0, db0, bs, be):
+                 consts, flags, need_z0, sparse_dw, dI, dWT, dv0, dz0, db0, bs, be):
     """Backpropagate through samples ``bs..be−1``: ``dI`` (gradient of the currents), ``dWT``
-    (this thread's accumulator of the transposed recurrent-weight gradient) and the gradients of
+    (this thread's accumulator of the transposed recurrent-weight gradient, only if
+    ``sparse_dw``; otherwise the caller computes it as one GEMM from ``dI``) and the gradients of
     the initial ``v``, ``z`` (only if ``need_z0``) and ``b``."""
     T, _, H = gz.shape
     n = be - bs
@@ -239,6 +240,8 @@ def lif_backward(gz, gvT, gbT, WT, z0, z_out, psi, x_s, A_s, alpha, gain_in, thr
                 elif need_z0:
                     for j in range(H):
                         dzi[j] += _dot(dci, WT[j])
+                if not sparse_dw:
+                    continue
                 # Weight gradient: only rows of presynaptic units that spiked.
                 zp = z0[bi] if t == 0 else z_out[t - 1, bi]
                 for k in range(_nonzero(zp, idx)):
