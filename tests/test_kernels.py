@@ -185,3 +185,115 @@ def test_float32_kernel_matches_reference_closely():
     ker_grad = torch.autograd.grad(ker(x)[1].v.sum(), ker.recurrent_weight)[0]
     torch.testing.assert_close(ker_grad, ref_grad, rtol=1e-3, atol=1e-4)
     assert torch.isfinite(s_k.v).all()
+
+
+# ---------------------------------------------------------------- EGRU
+EGRU_OPTIONS = {
+    "code": {},
+    "paper": {"reset": "event", "reset_gate": "before"},
+    "event-after": {"reset": "event"},
+    "threshold-before": {"reset_gate": "before"},
+    "zoneout": {"zoneout": 0.3},
+    "dropconnect-2layers": {"dropconnect": 0.3, "num_layers": 2, "dropout": 0.2},
+    "beta-nobias-fastsigmoid": {"threshold_init": "beta", "threshold_mean": 0.3, "bias": False,
+                                "surrogate": FastSigmoid(5.0)},
+    "narrow-support": {"epsilon": 4.0, "gamma": 0.5},
+}
+
+
+def egru_grads(layer, x, state, weights, train):
+    from ranvier import EGRU  # noqa: F401
+
+    layer.train(train)
+    torch.manual_seed(11)  # the same dropout / zoneout / DropConnect draws for both backends
+    x = x.clone().requires_grad_()
+    y, finals = layer(x, state)
+    loss = (y * weights[0]).sum() + sum((f * w).sum() for s in finals for f, w in zip(s, weights[1:]))
+    inputs = [x, *layer.parameters()] + [t for s in state for t in (s.c, s.y, s.trace)]
+    return y, finals, torch.autograd.grad(loss, inputs, allow_unused=True)
+
+
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("option", list(EGRU_OPTIONS))
+@settings(max_examples=2, deadline=None)
+@given(T=st.integers(1, 12), B=st.integers(1, 5), I=st.integers(1, 4), H=st.integers(1, 8), seed=st.integers(0, 2**16))
+def test_egru_kernel_equals_reference(option, train, T, B, I, H, seed):
+    from ranvier import EGRU
+
+    kw = dict(EGRU_OPTIONS[option])
+    kw.setdefault("threshold_mean", -0.5)  # about 20-40 % events at these sizes
+    torch.manual_seed(seed)
+    masked = seed % 2 == 0
+    ref = EGRU(I, H, backend="reference", **kw).double()
+    if masked:
+        set_mask(ref, "weight_hh_l0", torch.rand(3 * H, H) < 0.6)
+        set_mask(ref, "weight_ih_l0", torch.rand(3 * H, I) < 0.8)
+    ker = copy.deepcopy(ref)
+    ker.backend = "kernel"
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(T, B, I, generator=gen, dtype=F64)
+    state = [ref._zero_state(B, x)._replace(
+        c=torch.randn(B, H, generator=gen, dtype=F64).requires_grad_(),
+        y=(torch.randn(B, H, generator=gen, dtype=F64) * (torch.rand(B, H, generator=gen) < 0.5)).requires_grad_(),
+        trace=torch.randn(B, H, generator=gen, dtype=F64).requires_grad_()) for _ in range(ref.num_layers)]
+    weights = [torch.randn(T, B, H, generator=gen, dtype=F64)] + [torch.randn(B, H, generator=gen, dtype=F64) for _ in range(5)]
+    y_r, f_r, g_r = egru_grads(ref, x, state, weights, train)
+    y_k, f_k, g_k = egru_grads(ker, x, state, weights, train)
+    assert torch.equal(y_r != 0, y_k != 0)  # the same events
+    torch.testing.assert_close(y_k, y_r, rtol=1e-12, atol=1e-12)  # sigmoid/tanh may differ by an ulp
+    for s_r, s_k in zip(f_r, f_k):
+        assert torch.equal(s_r.o, s_k.o)
+        for name, a, b in zip(s_r._fields, s_r, s_k):
+            torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12, msg=f"final state {name}")
+    for k, (a, b) in enumerate(zip(g_r, g_k)):
+        if a is None:
+            assert b is None or not b.any(), f"gradient {k}"
+            continue
+        scale = a.abs().max().clamp(min=1e-12)
+        assert ((a - b).abs().max() / scale) <= 1e-6, f"gradient {k}: {(a - b).abs().max() / scale}"
+
+
+def test_egru_dispatch():
+    from ranvier import EGRU
+    from ranvier.kernels import egru as egru_kernel
+
+    x = torch.randn(5, 2, 3)
+    assert egru_kernel.select(EGRU(3, 4), x, None)
+    assert not egru_kernel.select(EGRU(3, 4, backend="reference"), x, None)
+    with pytest.raises(KernelUnsupportedError, match="surrogate Tanhish"):
+        EGRU(3, 4, surrogate=Tanhish(), backend="kernel")(x)
+    # trajectory() records every state, so it always runs the reference loop, and agrees
+    layer = EGRU(3, 4, threshold_mean=-1.0).double()
+    xd = x.double()
+    y, _ = layer(xd)
+    y_traj, states = layer.trajectory(xd)
+    torch.testing.assert_close(y, y_traj, rtol=1e-12, atol=1e-12)
+
+
+def test_egru_gradcheck_without_events():
+    """With thresholds far above |ĉ| and a narrow support there are no events and no
+    pseudo-derivative, so the layer is a smooth gated recurrence and finite differences apply
+    (gates, candidate, zoneout-free update, trace, initial state)."""
+    import numpy as np
+
+    from ranvier.kernels import _egru_numba as enb
+    from ranvier.kernels import egru as egru_kernel
+
+    T, B, H = 4, 2, 3
+    gen = torch.Generator().manual_seed(0)
+    proj = torch.randn(T, B, 3 * H, generator=gen, dtype=F64, requires_grad=True)
+    w = (torch.randn(3 * H, H, generator=gen, dtype=F64) * 0.5).requires_grad_()
+    b = torch.randn(3 * H, generator=gen, dtype=F64, requires_grad=True)
+    thr = torch.full((H,), 5.0, dtype=F64, requires_grad=True)
+    c0 = torch.randn(B, H, generator=gen, dtype=F64, requires_grad=True)
+    tr0 = torch.randn(B, H, generator=gen, dtype=F64, requires_grad=True)
+    y0 = torch.zeros(B, H, dtype=F64)
+    consts = np.array([0.7, 0.01, 0.0, 0.1], dtype=np.float64)
+    for before in (0, 1):
+        flags = np.array([0, before, 1, enb.ZONEOUT_NONE, enb.PIECEWISE_LINEAR], dtype=np.int64)
+
+        def f(proj, w, b, thr, c0, tr0):
+            y, chat, trace = egru_kernel.EGRUFunction.apply(proj, w, b, thr, c0, y0, tr0, None, consts, flags)
+            return chat, trace
+
+        assert torch.autograd.gradcheck(f, (proj, w, b, thr, c0, tr0))
