@@ -79,6 +79,12 @@ def ranvier_spiking(s, alif=False, backend="auto", surrogate=None):
     return LastStep(layer, s["H"], s["C"], lambda m, x: m(x)[1].v)
 
 
+def _triangle():
+    from ranvier import PiecewiseLinear
+
+    return PiecewiseLinear()
+
+
 def ranvier_egru(s, backend="auto", threshold_mean=None):
     from ranvier import EGRU
 
@@ -188,6 +194,11 @@ for _S in ("A", "B"):
     CONFIGS.update({
         f"{_S}/ranvier-LIF": (lambda s: ranvier_spiking(s, backend="kernel"), "ranvier", "ranvier-kernel"),
         f"{_S}/ranvier-ALIF": (lambda s: ranvier_spiking(s, alif=True, backend="kernel"), "ranvier", "ranvier-kernel"),
+        # ranvier's default surrogate (the LSNN triangle, zero outside |x| < 1): backward sparsity too
+        f"{_S}/ranvier-LIF-triangle": (lambda s: ranvier_spiking(s, backend="kernel", surrogate=_triangle()), "ranvier",
+                                       "ranvier-kernel"),
+        f"{_S}/ranvier-ALIF-triangle": (lambda s: ranvier_spiking(s, alif=True, backend="kernel", surrogate=_triangle()),
+                                        "ranvier", "ranvier-kernel"),
         f"{_S}/ranvier-LIF-reference": (lambda s: ranvier_spiking(s, backend="reference"), "ranvier", "ranvier-reference"),
         f"{_S}/ranvier-ALIF-reference": (lambda s: ranvier_spiking(s, alif=True, backend="reference"), "ranvier",
                                          "ranvier-reference"),
