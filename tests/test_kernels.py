@@ -297,3 +297,21 @@ def test_egru_gradcheck_without_events():
             return chat, trace
 
         assert torch.autograd.gradcheck(f, (proj, w, b, thr, c0, tr0))
+
+
+def test_inference_without_grad_keeps_one_step_buffers_and_agrees():
+    """Under no_grad the kernels store nothing per step for a backward; results are unchanged."""
+    from ranvier import EGRU
+
+    x = torch.randn(25, 3, 4, dtype=F64)
+    for make in (lambda b: ALIF(4, 6, threshold=0.3, backend=b), lambda b: EGRU(4, 6, threshold_mean=-1.0, backend=b)):
+        torch.manual_seed(0)
+        ref = make("reference").double()
+        ker = copy.deepcopy(ref)
+        ker.backend = "kernel"
+        with torch.no_grad():
+            (y_r, s_r), (y_k, s_k) = ref(x), ker(x)
+        torch.testing.assert_close(y_k, y_r, rtol=1e-12, atol=1e-12)
+        for a, b in zip(s_r if isinstance(s_r, tuple) and not isinstance(s_r, list) else s_r[0],
+                        s_k if isinstance(s_k, tuple) and not isinstance(s_k, list) else s_k[0]):
+            torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)

@@ -85,9 +85,10 @@ def egru_forward(P, RT, bR, thr, c0, y0, tr0, zmask, consts, flags,
                 row = RT[j]
                 for h in range(width):
                     rh[h] += yj * row[h]
-            zg = zg_out[t, bi]
-            rg = rg_out[t, bi]
-            g = g_out[t, bi]
+            ts = t % zg_out.shape[0]  # one-step buffers when nothing is stored for a backward
+            zg = zg_out[ts, bi]
+            rg = rg_out[ts, bi]
+            g = g_out[ts, bi]
             for h in range(H):
                 zg[h] = one / (one + np.exp(-(pt[h] + rh[h])))
                 rg[h] = one / (one + np.exp(-(pt[H + h] + rh[H + h])))
@@ -103,11 +104,11 @@ def egru_forward(P, RT, bR, thr, c0, y0, tr0, zmask, consts, flags,
                 for h in range(H):
                     g[h] = np.tanh(pt[2 * H + h] + rh[2 * H + h])
             else:
-                rhg = rhg_out[t, bi]
+                rhg = rhg_out[ts, bi]
                 for h in range(H):
                     rhg[h] = rh[2 * H + h]
                     g[h] = np.tanh(pt[2 * H + h] + rg[h] * rh[2 * H + h])
-            ch = chat_out[t, bi]
+            ch = chat_out[t % chat_out.shape[0], bi]
             yo = y_out[t, bi]
             tri = tr[i]
             for h in range(H):

@@ -120,7 +120,7 @@ def lif_forward(I, WT, v0, z0, b0, r0, alpha, gain_in, thr, rho, gain_b, beta, c
                 vn[h] = vn[h] - zp[h] * (R[h] * dt)
             vs = vi if from_prev else vn
             zo = z_out[t, bi]
-            po = psi_out[t, bi]
+            po = psi_out[t % psi_out.shape[0], bi]  # one-step buffer when nothing is stored
             for h in range(H):
                 xh = (vs[h] - A[h]) / N[h]
                 x[h] = xh
@@ -142,8 +142,8 @@ def lif_forward(I, WT, v0, z0, b0, r0, alpha, gain_in, thr, rho, gain_b, beta, c
                     po[h] = zero if blocked else po[h]
                     ri[h] = n_ref if fire else max(ri[h] - one, zero)
             if adaptive:
-                x_out[t, bi] = x
-                A_out[t, bi] = a_t
+                x_out[t % x_out.shape[0], bi] = x
+                A_out[t % A_out.shape[0], bi] = a_t
             vi[:] = vn
     for i in range(n):
         vT[bs + i] = v[i]
@@ -183,7 +183,7 @@ def lif_backward(gz, gvT, gbT, WT, z0, z_out, psi, x_s, A_s, alpha, gain_in, thr
         for i in range(n):
             bi = bs + i
             zp = z0[bi] if t == 0 else z_out[t - 1, bi]
-            g = gz[t, bi]
+            g = gz[t % gz.shape[0], bi]  # gz has one all-zero step when the spikes get no gradient
             p = psi[t, bi]
             dzi = dz[i]
             dvi = dv[i]

@@ -65,8 +65,12 @@ class EGRUFunction(torch.autograd.Function):
         before = bool(flags[nb.GATE_BEFORE])
         rt = w_hh.detach().t().contiguous()  # [H, 3H]
         bias = b_hh.detach().contiguous() if b_hh is not None else torch.zeros(H3, dtype=dt)
-        y, chat, zg, rg, g = (torch.empty(T, B, H, dtype=dt) for _ in range(5))
-        rhg = torch.empty((0, 0, 0) if before else (T, B, H), dtype=dt)
+        # The gates and ĉ are kept for every step only if a backward can run (ĉ also gives the
+        # final state, so it keeps at least its last step).
+        steps = T if any(ctx.needs_input_grad[:7]) else 1
+        y = torch.empty(T, B, H, dtype=dt)
+        chat, zg, rg, g = (torch.empty(steps, B, H, dtype=dt) for _ in range(4))
+        rhg = torch.empty((0, 0, 0) if before else (steps, B, H), dtype=dt)
         tr_t = torch.empty(B, H, dtype=dt)
         zm = zmask.contiguous() if zmask is not None else torch.empty(0, 0, 0, dtype=dt)
         thr_d = thr.detach().contiguous()

@@ -137,9 +137,12 @@ class SpikingRecurrentFunction(torch.autograd.Function):
         adaptive = bool(k.flags[nb.ADAPTIVE])
         cur = currents.detach().contiguous()
         wt = (w_rec.detach().t().contiguous() if w_rec is not None else torch.zeros(1, 1, dtype=dtype))
+        # What only the backward reads is kept for every step only if a backward can run; otherwise
+        # the kernel writes it to a one-step buffer.
+        steps = T if any(ctx.needs_input_grad[:5]) else 1
         z = torch.empty(T, B, H, dtype=dtype)
-        psi = torch.empty(T, B, H, dtype=dtype)
-        shape_a = (T, B, H) if adaptive else (0, 0, 0)
+        psi = torch.empty(steps, B, H, dtype=dtype)
+        shape_a = (steps, B, H) if adaptive else (0, 0, 0)
         x_s, a_s = torch.empty(shape_a, dtype=dtype), torch.empty(shape_a, dtype=dtype)
         v_t, b_t, r_t = (torch.empty(B, H, dtype=dtype) for _ in range(3))
         v0n, z0n, b0n, r0n = (s.detach().contiguous().numpy() for s in (v0, z0, b0, r0))
@@ -159,7 +162,7 @@ class SpikingRecurrentFunction(torch.autograd.Function):
         k = ctx.k
         T, B, H = z.shape
         dtype = z.dtype
-        gz = torch.zeros_like(z) if gz is None else gz.contiguous()
+        gz = torch.zeros(1, B, H, dtype=dtype) if gz is None else gz.contiguous()
         gv = torch.zeros(B, H, dtype=dtype) if gv is None else gv.contiguous()
         gb = torch.zeros(B, H, dtype=dtype) if gb is None else gb.contiguous()
         need = ctx.needs_input_grad
@@ -178,9 +181,10 @@ class SpikingRecurrentFunction(torch.autograd.Function):
         run_chunks(lambda c, s, e: nb.lif_backward(*args, outs[0], dwt_n[c], *outs[1:], s, e), B, chunks)
         if sparse_dw:
             d_w = d_wt.sum(0).t()
-        elif want_dw:
-            z_prev = torch.cat([z0.unsqueeze(0), z[:-1]]).reshape(T * B, H)
-            d_w = d_cur.reshape(T * B, H).t() @ z_prev
+        elif want_dw:  # Σ_t δ_tᵀ z_{t−1} with z_{−1} = z0, without copying the spikes
+            d_w = d_cur[0].t() @ z0
+            if T > 1:
+                d_w = d_w + d_cur[1:].reshape(-1, H).t() @ z[:-1].reshape(-1, H)
         else:
             d_w = None
         return (d_cur if need[0] else None, d_w, dv0 if need[2] else None, dz0 if need[3] else None,
