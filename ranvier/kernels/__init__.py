@@ -23,4 +23,16 @@ def check_backend(backend: str) -> str:
     return backend
 
 
-__all__ = ["BACKENDS", "KernelUnsupportedError", "check_backend"]
+def wants_kernel(backend: str, unsupported: str | None) -> bool:
+    """The dispatch rule of every layer: ``unsupported`` is why the kernel cannot run the call
+    (``None``: it can). "reference" never uses it, "auto" uses it when it can, "kernel" raises."""
+    if backend == "reference":
+        return False
+    if unsupported is None:
+        return True
+    if backend == "kernel":
+        raise KernelUnsupportedError(f"backend='kernel' does not support {unsupported}; use backend='auto' or 'reference'")
+    return False
+
+
+__all__ = ["BACKENDS", "KernelUnsupportedError", "check_backend", "wants_kernel"]

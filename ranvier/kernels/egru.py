@@ -16,7 +16,7 @@ from torch import Tensor
 
 from ..core.surrogate import FastSigmoid, PiecewiseLinear
 from ..neurons.egru import EGRU, TRACE_DECAY, EGRUState
-from . import KernelUnsupportedError
+from . import wants_kernel
 from . import _egru_numba as nb
 from ._threads import num_chunks, run_chunks
 
@@ -42,15 +42,8 @@ def unsupported_reason(layer: EGRU, x: Tensor, state: object) -> str | None:
 
 
 def select(layer: EGRU, x: Tensor, state: object) -> bool:
-    backend = getattr(layer, "backend", "auto")
-    if backend == "reference":
-        return False
-    reason = unsupported_reason(layer, x, state)
-    if reason is None:
-        return True
-    if backend == "kernel":
-        raise KernelUnsupportedError(f"backend='kernel' does not support {reason}; use backend='auto' or 'reference'")
-    return False
+    """Whether the layer's forward should use the kernel (see :func:`ranvier.kernels.wants_kernel`)."""
+    return wants_kernel(layer.backend, None if layer.backend == "reference" else unsupported_reason(layer, x, state))
 
 
 class EGRUFunction(torch.autograd.Function):

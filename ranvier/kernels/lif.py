@@ -23,7 +23,7 @@ from ..neurons.alif import ALIF, ALIFState
 from ..neurons.lif import LIF, LIFState
 from ..sparse.masks import effective_weight
 from . import _lif_numba as nb
-from . import KernelUnsupportedError
+from . import wants_kernel
 from ._threads import num_chunks, run_chunks
 
 __all__ = ["unsupported_reason", "select", "run", "SpikingRecurrentFunction"]
@@ -78,16 +78,8 @@ def unsupported_reason(layer: SpikingRecurrent, currents: Tensor, state: NamedTu
 
 
 def select(layer: SpikingRecurrent, currents: Tensor, state: NamedTuple) -> bool:
-    """Whether ``layer.forward`` should use the kernel (``backend`` "auto", "kernel", "reference")."""
-    backend = getattr(layer, "backend", "auto")
-    if backend == "reference":
-        return False
-    reason = unsupported_reason(layer, currents, state)
-    if reason is None:
-        return True
-    if backend == "kernel":
-        raise KernelUnsupportedError(f"backend='kernel' does not support {reason}; use backend='auto' or 'reference'")
-    return False
+    """Whether the layer's forward should use the kernel (see :func:`ranvier.kernels.wants_kernel`)."""
+    return wants_kernel(layer.backend, None if layer.backend == "reference" else unsupported_reason(layer, currents, state))
 
 
 def _constants(layer: SpikingRecurrent, dtype: torch.dtype) -> _Constants:
