@@ -315,3 +315,21 @@ def test_inference_without_grad_keeps_one_step_buffers_and_agrees():
         for a, b in zip(s_r if isinstance(s_r, tuple) and not isinstance(s_r, list) else s_r[0],
                         s_k if isinstance(s_k, tuple) and not isinstance(s_k, list) else s_k[0]):
             torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)
+
+
+def test_kernel_runs_in_a_forked_child():
+    """The thread pool of the parent does not exist in a fork (DataLoader workers): no hang."""
+    import multiprocessing as mp
+
+    torch.set_num_threads(2)
+    layer = LIF(3, 8)
+    layer(torch.randn(4, 4, 3))  # the parent now has a pool
+    ctx = mp.get_context("fork")
+    with ctx.Pool(1) as pool:
+        result = pool.apply_async(_forked_run)
+        assert result.get(timeout=60) == (4, 4, 8)
+
+
+def _forked_run():
+    torch.set_num_threads(2)
+    return tuple(LIF(3, 8)(torch.randn(4, 4, 3))[0].shape)

@@ -9,10 +9,13 @@ import torch
 
 _POOL: ThreadPoolExecutor | None = None
 _POOL_SIZE = 0
+_POOL_PID = 0
 
 
 def _pool(n: int) -> ThreadPoolExecutor:
-    global _POOL, _POOL_SIZE
+    global _POOL, _POOL_SIZE, _POOL_PID
+    if _POOL_PID != os.getpid():  # a forked child (e.g. a DataLoader worker) has no pool threads
+        _POOL, _POOL_SIZE, _POOL_PID = None, 0, os.getpid()
     if _POOL is None or _POOL_SIZE < n:
         if _POOL is not None:
             _POOL.shutdown(wait=True)
