@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from ..core.scan import scan
+from ..kernels import check_backend
 from ..sparse.masks import effective_weight
 
 __all__ = ["SpikingRecurrent", "check_input"]
@@ -38,6 +39,8 @@ class SpikingRecurrent(nn.Module, abc.ABC):
     of the whole sequence is one matmul; only the recurrent part runs step by step.
     Self-connections (the diagonal of ``W_rec``) are masked out unless ``self_connections=True``,
     as the LSNN code does ("disconnect autapse").
+    ``backend``: ``"auto"`` (the fused CPU kernel of :mod:`ranvier.kernels` when it supports the
+    call, else the step loop), ``"kernel"`` (raise if unsupported) or ``"reference"`` (the step loop).
     """
 
     State: type[NamedTuple]
@@ -51,6 +54,7 @@ class SpikingRecurrent(nn.Module, abc.ABC):
         self_connections: bool = False,
         bias: bool = False,
         batch_first: bool = False,
+        backend: str = "auto",
     ) -> None:
         super().__init__()
         if input_size <= 0 or hidden_size <= 0:
@@ -58,6 +62,7 @@ class SpikingRecurrent(nn.Module, abc.ABC):
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.batch_first = batch_first
+        self.backend = check_backend(backend)  # issue 5: "auto" | "kernel" | "reference"
         self.input_weight = nn.Parameter(torch.empty(hidden_size, input_size))
         self.recurrent_weight = nn.Parameter(torch.empty(hidden_size, hidden_size)) if recurrent else None
         mask = torch.ones(hidden_size, hidden_size)
@@ -125,13 +130,21 @@ class SpikingRecurrent(nn.Module, abc.ABC):
         """Run a sequence. ``x``: ``[T, B, I]`` (``[B, T, I]`` with ``batch_first``).
 
         Returns ``(z, final_state)``, ``z`` the spikes ``[T, B, H]`` (``[B, T, H]``).
+        On CPU the fused kernel (:mod:`ranvier.kernels`) runs the time loop unless
+        ``backend="reference"``; both compute the same function and gradients.
         """
         currents, state = self._prepare(x, state)
-        z, state = scan(self._recurrent_step(), currents, state)
+        from ..kernels import lif as kernel  # lazy: numba loads on first use, not on import
+
+        if kernel.select(self, currents, state):
+            z, state = kernel.run(self, currents, state)
+        else:
+            z, state = scan(self._recurrent_step(), currents, state)
         return (z.transpose(0, 1) if self.batch_first else z), state
 
     def trajectory(self, x: Tensor, state: NamedTuple | None = None) -> tuple[Tensor, NamedTuple]:
-        """Like :meth:`forward` but returns ``(z, states)``, every state field stacked over time."""
+        """Like :meth:`forward` but returns ``(z, states)``, every state field stacked over time.
+        Always runs the reference step loop (the kernel does not keep every state)."""
         currents, state = self._prepare(x, state)
         (z, states), _ = scan(self._recurrent_step(), currents, state, record=True)
         if self.batch_first:
@@ -145,4 +158,5 @@ class SpikingRecurrent(nn.Module, abc.ABC):
         return z.squeeze(1 if self.batch_first else 0), state
 
     def extra_repr(self) -> str:
-        return f"{self.input_size}, {self.hidden_size}, recurrent={self.recurrent_weight is not None}, batch_first={self.batch_first}"
+        backend = "" if self.backend == "auto" else f", backend={self.backend!r}"
+        return f"{self.input_size}, {self.hidden_size}, recurrent={self.recurrent_weight is not None}, batch_first={self.batch_first}{backend}"

@@ -74,7 +74,7 @@ class ALIF(SpikingRecurrent):
         beta: adaptation strength β (scalar or ``[hidden]``; 0 makes a unit plain LIF).
         threshold: base threshold v_th.
         n_refractory, dt, surrogate, convention, detach_reset, recurrent, self_connections,
-        bias, batch_first: as in :class:`~ranvier.LIF`.
+        bias, batch_first, backend: as in :class:`~ranvier.LIF`.
 
     Example::
 
@@ -104,9 +104,10 @@ class ALIF(SpikingRecurrent):
         self_connections: bool = False,
         bias: bool = False,
         batch_first: bool = False,
+        backend: str = "auto",
     ) -> None:
         super().__init__(input_size, hidden_size, recurrent=recurrent, self_connections=self_connections,
-                         bias=bias, batch_first=batch_first)
+                         bias=bias, batch_first=batch_first, backend=backend)
         self.register_buffer("tau_mem", per_neuron(tau_mem, hidden_size, "tau_mem"))
         self.register_buffer("tau_adapt", per_neuron(tau_adapt, hidden_size, "tau_adapt"))
         self.register_buffer("beta", per_neuron(beta, hidden_size, "beta"))

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from ..core.scan import scan
 from ..core.surrogate import PiecewiseLinear, Surrogate
 from ..layers.recurrent import check_input
+from ..kernels import check_backend
 from ..sparse.masks import effective_weight
 
 __all__ = ["EGRUState", "egru_step", "EGRUCell", "EGRU", "activity_sparsity", "backward_sparsity"]
@@ -383,6 +384,9 @@ class EGRU(_EGRUBase):
             (EvNN's PTB configs used about −3.6, i.e. ``ϑ ≈ 0.03``).
         reset: ``"threshold"`` (code) or ``"event"`` (paper Eq. 2).
         reset_gate: ``"after"`` (code, cuDNN style) or ``"before"`` (paper).
+        backend: ``"auto"`` (the fused CPU kernel of :mod:`ranvier.kernels` when it supports the
+            call, else the step loop), ``"kernel"`` (raise if unsupported) or ``"reference"``.
+            :meth:`trajectory` always runs the step loop.
 
     Parameters per layer ``k``: ``weight_ih_l{k}`` ``[3H, I]`` (``[3H, H]`` for k > 0),
     ``weight_hh_l{k}`` ``[3H, H]``, ``bias_ih_l{k}``, ``bias_hh_l{k}`` ``[3H]``, and the threshold
@@ -429,6 +433,7 @@ class EGRU(_EGRUBase):
         reset: str = "threshold",
         reset_gate: str = "after",
         _event_gating: bool = True,
+        backend: str = "auto",
     ) -> None:
         super().__init__()
         if num_layers < 1:
@@ -441,6 +446,7 @@ class EGRU(_EGRUBase):
         self.dropout = _check_probability(dropout, "dropout")
         self.dropconnect = _check_probability(dropconnect, "dropconnect")
         self.zoneout = _check_probability(zoneout, "zoneout")
+        self.backend = check_backend(backend)  # issue 5: "auto" | "kernel" | "reference"
         self._threshold_names = [f"{self._threshold_stem}_l{k}" for k in range(num_layers)]
         for k in range(num_layers):
             layer_in = input_size if k == 0 else hidden_size
@@ -476,10 +482,14 @@ class EGRU(_EGRUBase):
             self._check_state(s, batch_size, like, where=f"state[{k}]")
         return list(state)
 
-    def _layer_step(self, k: int, use_zoneout_mask: bool) -> Callable[[Tensor, EGRUState], tuple[Tensor, EGRUState]]:
+    def _recurrent_weight(self, k: int) -> Tensor:
         w_hh = effective_weight(self, f"weight_hh_l{k}")
         if self.training and self.dropconnect > 0.0:
             w_hh = F.dropout(w_hh, self.dropconnect, training=True)  # one mask for the whole sequence
+        return w_hh
+
+    def _layer_step(self, k: int, use_zoneout_mask: bool) -> Callable[[Tensor, EGRUState], tuple[Tensor, EGRUState]]:
+        w_hh = self._recurrent_weight(k)
         kwargs = dict(recurrent_weight=w_hh, recurrent_bias=getattr(self, f"bias_hh_l{k}"),
                       threshold=self._threshold_value(getattr(self, self._threshold_names[k])), **self._step_kwargs())
         h3 = 3 * self.hidden_size
@@ -498,6 +508,9 @@ class EGRU(_EGRUBase):
         states = [self._zero_state(batch, xs)] * self.num_layers if state is None else self._check_states(state, batch, xs)
         self._project_thresholds()
         use_mask = self.training and self.zoneout > 0.0
+        from ..kernels import egru as kernel  # lazy: numba loads on first use, not on import
+
+        use_kernel = not record and kernel.select(self, xs, states)
         out, finals = [], []
         layer_in = xs
         for k in range(self.num_layers):
@@ -511,6 +524,11 @@ class EGRU(_EGRUBase):
             if record:
                 (y, layer_states), final = scan(self._layer_step(k, use_mask), proj, states[k], record=True)
                 out.append(layer_states)
+            elif use_kernel:
+                h3 = 3 * self.hidden_size
+                y, final = kernel.run_layer(
+                    self, proj[..., :h3], proj[..., h3:] if use_mask else None, self._recurrent_weight(k),
+                    getattr(self, f"bias_hh_l{k}"), self._threshold_value(getattr(self, self._threshold_names[k])), states[k])
             else:
                 y, final = scan(self._layer_step(k, use_mask), proj, states[k])
             finals.append(final)

@@ -65,6 +65,7 @@ class LIF(SpikingRecurrent):
         surrogate: pseudo-derivative object (default LSNN triangle, γ = 0.3).
         convention: :data:`~ranvier.LSNN_CONVENTION` or :data:`~ranvier.EPROP_CONVENTION` (or any mix).
         recurrent, self_connections, bias, batch_first: wiring and layout options.
+        backend: ``"auto"``, ``"kernel"`` or ``"reference"`` (see :class:`~ranvier.layers.SpikingRecurrent`).
         detach_reset: stop gradients through the reset term.
 
     Shape:
@@ -96,9 +97,10 @@ class LIF(SpikingRecurrent):
         self_connections: bool = False,
         bias: bool = False,
         batch_first: bool = False,
+        backend: str = "auto",
     ) -> None:
         super().__init__(input_size, hidden_size, recurrent=recurrent, self_connections=self_connections,
-                         bias=bias, batch_first=batch_first)
+                         bias=bias, batch_first=batch_first, backend=backend)
         self.register_buffer("tau_mem", per_neuron(tau_mem, hidden_size, "tau_mem"))
         self.register_buffer("threshold", per_neuron(threshold, hidden_size, "threshold"))
         self.n_refractory = int(n_refractory)

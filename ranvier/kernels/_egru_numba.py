@@ -1,0 +1,270 @@
+"""Numba loops for one EGRU layer: the whole sequence forward and its backward.
+
+The compiled halves of :class:`ranvier.kernels.egru.EGRUFunction`; read
+:func:`ranvier.neurons.egru.egru_step` for the update (the pure-torch reference they are tested
+against). Gate chunks are ``[z, r, g]``; ``RT`` is the (masked, dropped-out) recurrent weight
+transposed, ``RT[j] = R[:, j]`` (``3H`` long), so the input of presynaptic unit ``j`` and the
+gradient to it read one contiguous row.
+
+Sparsity: the recurrent input ``R y_{t−1}`` adds only the rows of units with an event
+(``y_{t−1}[j] ≠ 0``); the gradient to ``y_{t−1}[j]`` is computed only where it can go anywhere,
+i.e. where ``o_{t−1}[j] = 1`` or the pseudo-derivative at ``t − 1`` is non-zero.
+The weight gradient ``Σ_t δRh_tᵀ y_{t−1}`` is one GEMM in torch from the stored ``δRh``.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from ._lif_numba import FAST_SIGMOID, PIECEWISE_LINEAR, _dot, _nonzero  # noqa: F401
+
+# flags[...] indices
+RESET_EVENT, GATE_BEFORE, HAS_BIAS, ZONEOUT, SURROGATE = range(5)
+ZONEOUT_NONE, ZONEOUT_MASK, ZONEOUT_EVAL = 0, 1, 2
+# consts[...] indices
+SUR_A, SUR_B, ZONEOUT_P, TRACE_W = range(4)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _lerp(start, end, weight):
+    # torch.lerp's formula (two branches, exact at weight 0 and 1)
+    if abs(weight) < 0.5:
+        return start + weight * (end - start)
+    return end - (end - start) * (1 - weight)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _pseudo(margin, kind, sa, sb):
+    one = sa * 0 + 1
+    if kind == PIECEWISE_LINEAR:
+        a = one - abs(margin) / sb
+        return sa * (a if a > 0 else one * 0)
+    d = one + sa * abs(margin)
+    return one / (d * d)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def egru_forward(P, RT, bR, thr, c0, y0, tr0, zmask, consts, flags,
+                 y_out, chat_out, zg_out, rg_out, g_out, rhg_out, trT, bs, be):
+    """Samples ``bs..be−1`` over all steps. Stores the gates ``z, r, g``, the recurrent
+    candidate input ``Rh_g`` (reset gate after the matmul), ``ĉ`` and the events ``y``."""
+    T, _, H3 = P.shape
+    H = H3 // 3
+    n = be - bs
+    event = flags[RESET_EVENT] != 0
+    before = flags[GATE_BEFORE] != 0
+    has_bias = flags[HAS_BIAS] != 0
+    zone = flags[ZONEOUT]
+    kind = flags[SURROGATE]
+    sa, sb, p_zone, w_tr = consts[SUR_A], consts[SUR_B], consts[ZONEOUT_P], consts[TRACE_W]
+    zero = sa * 0
+    one = zero + 1
+    c = np.empty((n, H), P.dtype)
+    tr = np.empty((n, H), P.dtype)
+    for i in range(n):
+        c[i] = c0[bs + i]
+        tr[i] = tr0[bs + i]
+    rh = np.empty(H3, P.dtype)
+    ry = np.empty(H, P.dtype)
+    idx = np.empty(H, np.int64)
+    for t in range(T):
+        for i in range(n):
+            bi = bs + i
+            yp = y0[bi] if t == 0 else y_out[t - 1, bi]
+            pt = P[t, bi]
+            ci = c[i]
+            if has_bias:
+                rh[:] = bR
+            else:
+                rh[:] = zero
+            count = _nonzero(yp, idx)
+            width = 2 * H if before else H3
+            for k in range(count):  # gather: only units with an event at t − 1
+                j = idx[k]
+                yj = yp[j]
+                row = RT[j]
+                for h in range(width):
+                    rh[h] += yj * row[h]
+            ts = t % zg_out.shape[0]  # one-step buffers when nothing is stored for a backward
+            zg = zg_out[ts, bi]
+            rg = rg_out[ts, bi]
+            g = g_out[ts, bi]
+            for h in range(H):
+                zg[h] = one / (one + np.exp(-(pt[h] + rh[h])))
+                rg[h] = one / (one + np.exp(-(pt[H + h] + rh[H + h])))
+            if before:
+                for h in range(H):
+                    ry[h] = rg[h] * yp[h]
+                for k in range(count):  # (r ⊙ y) is non-zero only where y is
+                    j = idx[k]
+                    ryj = ry[j]
+                    row = RT[j]
+                    for h in range(H):
+                        rh[2 * H + h] += ryj * row[2 * H + h]
+                for h in range(H):
+                    g[h] = np.tanh(pt[2 * H + h] + rh[2 * H + h])
+            else:
+                rhg = rhg_out[ts, bi]
+                for h in range(H):
+                    rhg[h] = rh[2 * H + h]
+                    g[h] = np.tanh(pt[2 * H + h] + rg[h] * rh[2 * H + h])
+            ch = chat_out[t % chat_out.shape[0], bi]
+            yo = y_out[t, bi]
+            tri = tr[i]
+            for h in range(H):
+                v = _lerp(g[h], ci[h], zg[h])
+                if zone == ZONEOUT_MASK:
+                    v = _lerp(ci[h], v, zmask[t, bi, h])
+                elif zone == ZONEOUT_EVAL:
+                    v = _lerp(v, ci[h], p_zone)
+                if event:
+                    v = v - yp[h]
+                ch[h] = v
+                fire = (v - thr[h]) > 0
+                yo[h] = v if fire else zero
+                if event:
+                    ci[h] = v
+                else:
+                    ci[h] = v - thr[h] if fire else v - zero * thr[h]
+                tri[h] = _lerp(tri[h], yo[h], w_tr)
+    for i in range(n):
+        trT[bs + i] = tr[i]
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def egru_backward(gy, gch, gtr, RT, thr, c0, y0, zmask, y_out, chat, zg_s, rg_s, g_s, rhg_s, consts, flags,
+                  need_y0, dP, dRh, dthr, dc0, dy0, dtr0, bs, be):
+    """Backpropagate samples ``bs..be−1``. Writes ``dP`` (projection), ``dRh`` (gradient of
+    ``Rh = R y_{t−1} + b_R``; for reset gate before, its g part is the gradient of
+    ``R_g (r ⊙ y_{t−1})``), this thread's ``dthr`` and the initial-state gradients."""
+    T, _, H = gy.shape
+    n = be - bs
+    event = flags[RESET_EVENT] != 0
+    before = flags[GATE_BEFORE] != 0
+    zone = flags[ZONEOUT]
+    kind = flags[SURROGATE]
+    sa, sb, p_zone, w_tr = consts[SUR_A], consts[SUR_B], consts[ZONEOUT_P], consts[TRACE_W]
+    zero = sa * 0
+    one = zero + 1
+    dc = np.zeros((n, H), gy.dtype)  # gradient w.r.t. c_t (from step t + 1)
+    dyc = np.zeros((n, H), gy.dtype)  # gradient w.r.t. y_t from step t + 1
+    dtr = np.empty((n, H), gy.dtype)
+    for i in range(n):
+        dtr[i] = gtr[bs + i]
+    dry = np.empty(H, gy.dtype)
+    idx = np.empty(H, np.int64)
+    cprev = np.empty(H, gy.dtype)
+    for t in range(T - 1, -1, -1):
+        for i in range(n):
+            bi = bs + i
+            yp = y0[bi] if t == 0 else y_out[t - 1, bi]
+            if t == 0:
+                cprev[:] = c0[bi]
+            else:
+                chp = chat[t - 1, bi]
+                for h in range(H):
+                    fire_p = (chp[h] - thr[h]) > 0
+                    if event:
+                        cprev[h] = chp[h]
+                    else:
+                        cprev[h] = chp[h] - thr[h] if fire_p else chp[h] - zero * thr[h]
+            ch = chat[t, bi]
+            zg = zg_s[t, bi]
+            rg = rg_s[t, bi]
+            g = g_s[t, bi]
+            dci = dc[i]
+            dyi = dyc[i]
+            dtri = dtr[i]
+            dp = dP[t, bi]
+            drh = dRh[t, bi]
+            for h in range(H):
+                dt_h = dtri[h]
+                dy = gy[t, bi, h] + dyi[h] + dt_h * w_tr  # y_t feeds the output, step t + 1, the trace
+                dtri[h] = dt_h * (1 - w_tr)
+                margin = ch[h] - thr[h]
+                fire = margin > 0
+                o = one if fire else zero
+                dch = gch[t, bi, h] + o * dy
+                do = ch[h] * dy
+                if event:
+                    dch += dci[h]
+                else:
+                    dch += dci[h]
+                    do -= thr[h] * dci[h]
+                    dthr[h] -= o * dci[h]
+                dm = do * _pseudo(margin, kind, sa, sb)
+                dch += dm
+                dthr[h] -= dm
+                dyp = zero
+                if event:
+                    dyp = -dch  # ĉ −= y_{t−1}
+                dcp = zero
+                if zone == ZONEOUT_MASK:
+                    m = zmask[t, bi, h]
+                    dcp += dch * (1 - m)
+                    dch = dch * m
+                elif zone == ZONEOUT_EVAL:
+                    dcp += dch * p_zone
+                    dch = dch * (1 - p_zone)
+                # ĉ = lerp(g, c_{t−1}, z)
+                z = zg[h]
+                dgv = dch * (1 - z)
+                dcp += dch * z
+                dz = dch * (cprev[h] - g[h])
+                da_g = dgv * (1 - g[h] * g[h])
+                if before:
+                    dr = zero  # filled below from the recurrent product
+                    drh[2 * H + h] = da_g
+                else:
+                    dr = da_g * rhg_s[t, bi, h]
+                    drh[2 * H + h] = da_g * rg[h]
+                da_z = dz * (1 - z) * z
+                dp[h] = da_z
+                drh[h] = da_z
+                dp[2 * H + h] = da_g
+                if not before:
+                    r = rg[h]
+                    da_r = dr * (1 - r) * r
+                    dp[H + h] = da_r
+                    drh[H + h] = da_r
+                dci[h] = dcp
+                dyi[h] = dyp
+            if before:
+                # d(r ⊙ y)[j] = Σ_k da_g[k] R_g[k, j]: needed for dr where y ≠ 0 and for dy where
+                # the gradient to y_{t−1} can flow (o or ψ non-zero at t − 1)
+                if t > 0:
+                    chp = chat[t - 1, bi]
+                    count = 0
+                    for h in range(H):
+                        mp = chp[h] - thr[h]
+                        idx[count] = h
+                        count += (mp > 0) or (_pseudo(mp, kind, sa, sb) != 0)
+                else:
+                    count = H
+                    for h in range(H):
+                        idx[h] = h
+                dry[:] = zero
+                for k in range(count):
+                    j = idx[k]
+                    dry[j] = _dot(drh[2 * H:], RT[j, 2 * H:])
+                for h in range(H):
+                    r = rg[h]
+                    da_r = dry[h] * yp[h] * (1 - r) * r
+                    dp[H + h] = da_r
+                    drh[H + h] = da_r
+                    dyi[h] += dry[h] * r
+            # gradient to y_{t−1} through the recurrent matmul, only where it can flow
+            width = 2 * H if before else 3 * H
+            if t > 0:
+                chp = chat[t - 1, bi]
+                for h in range(H):
+                    mp = chp[h] - thr[h]
+                    if mp > 0 or _pseudo(mp, kind, sa, sb) != 0:
+                        dyi[h] += _dot(drh[:width], RT[h, :width])
+            elif need_y0:
+                for h in range(H):
+                    dyi[h] += _dot(drh[:width], RT[h, :width])
+    for i in range(n):
+        dc0[bs + i] = dc[i]
+        dy0[bs + i] = dyc[i]
+        dtr0[bs + i] = dtr[i]

@@ -1,0 +1,137 @@
+"""Fused whole-sequence EGRU layer: one autograd node per layer for all time steps.
+
+:class:`EGRUFunction` runs the recurrent part of one :class:`~ranvier.EGRU` layer (everything
+after the input projection) in compiled loops (``_egru_numba.py``) with a hand-written backward
+that skips the recurrent product for units whose gradient cannot flow (no event and a zero
+pseudo-derivative). Dropout between layers, DropConnect on ``W_hh``, masks and the threshold
+parameterisation stay in torch around it, so their gradients come from autograd.
+``EGRU._run`` calls :func:`select` and :func:`run_layer`; ``trajectory()`` keeps the reference
+step loop (it records every state).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..core.surrogate import FastSigmoid, PiecewiseLinear
+from ..neurons.egru import EGRU, TRACE_DECAY, EGRUState
+from . import wants_kernel
+from . import _egru_numba as nb
+from ._threads import num_chunks, run_chunks
+
+__all__ = ["unsupported_reason", "select", "run_layer", "EGRUFunction"]
+
+
+def unsupported_reason(layer: EGRU, x: Tensor, state: object) -> str | None:
+    """Why the fused kernel cannot run this call, or ``None`` when it can."""
+    if type(layer)._run is not EGRU._run or type(layer)._layer_step is not EGRU._layer_step:
+        return f"{type(layer).__name__} overrides the EGRU update"
+    if x.device.type != "cpu":
+        return f"device {x.device} (the kernel is CPU-only)"
+    if x.dtype not in (torch.float32, torch.float64):
+        return f"dtype {x.dtype} (the kernel supports float32 and float64)"
+    if type(layer.surrogate) not in (PiecewiseLinear, FastSigmoid):
+        return f"surrogate {type(layer.surrogate).__name__} (the kernel knows PiecewiseLinear and FastSigmoid)"
+    if not layer._event_gating:
+        return "_event_gating=False (the plain-GRU test mode)"
+    for p in layer.parameters():
+        if p.dtype != x.dtype or p.device.type != "cpu":
+            return "parameters with another dtype/device than the input"
+    return None
+
+
+def select(layer: EGRU, x: Tensor, state: object) -> bool:
+    """Whether the layer's forward should use the kernel (see :func:`ranvier.kernels.wants_kernel`)."""
+    return wants_kernel(layer.backend, None if layer.backend == "reference" else unsupported_reason(layer, x, state))
+
+
+class EGRUFunction(torch.autograd.Function):
+    """``(proj [T,B,3H], W_hh [3H,H], b_hh or None, ϑ [H], c0, y0, trace0, zoneout mask or None)
+    -> (y [T,B,H], ĉ [T,B,H], trace_T [B,H])``."""
+
+    @staticmethod
+    def forward(ctx, proj, w_hh, b_hh, thr, c0, y0, tr0, zmask, consts, flags):  # type: ignore[override]
+        T, B, H3 = proj.shape
+        H = H3 // 3
+        dt = proj.dtype
+        before = bool(flags[nb.GATE_BEFORE])
+        rt = w_hh.detach().t().contiguous()  # [H, 3H]
+        bias = b_hh.detach().contiguous() if b_hh is not None else torch.zeros(H3, dtype=dt)
+        # The gates and ĉ are kept for every step only if a backward can run (ĉ also gives the
+        # final state, so it keeps at least its last step).
+        steps = T if any(ctx.needs_input_grad[:7]) else 1
+        y = torch.empty(T, B, H, dtype=dt)
+        chat, zg, rg, g = (torch.empty(steps, B, H, dtype=dt) for _ in range(4))
+        rhg = torch.empty((0, 0, 0) if before else (steps, B, H), dtype=dt)
+        tr_t = torch.empty(B, H, dtype=dt)
+        zm = zmask.contiguous() if zmask is not None else torch.empty(0, 0, 0, dtype=dt)
+        thr_d = thr.detach().contiguous()
+        c0d, y0d, tr0d = (s.detach().contiguous() for s in (c0, y0, tr0))
+        args = (proj.detach().contiguous().numpy(), rt.numpy(), bias.numpy(), thr_d.numpy(), c0d.numpy(), y0d.numpy(),
+                tr0d.numpy(), zm.numpy(), consts, flags, y.numpy(), chat.numpy(), zg.numpy(), rg.numpy(), g.numpy(),
+                rhg.numpy(), tr_t.numpy())
+        run_chunks(lambda _, s, e: nb.egru_forward(*args, s, e), B, num_chunks(B))
+        ctx.save_for_backward(rt, thr_d, c0d, y0d, zm, y, chat, zg, rg, g, rhg)
+        ctx.consts, ctx.flags, ctx.has_bias = consts, flags, b_hh is not None
+        return y, chat, tr_t
+
+    @staticmethod
+    def backward(ctx, gy, gch, gtr):  # type: ignore[override]
+        rt, thr, c0, y0, zm, y, chat, zg, rg, g, rhg = ctx.saved_tensors
+        T, B, H = y.shape
+        dt = y.dtype
+        need = ctx.needs_input_grad
+        gy = torch.zeros_like(y) if gy is None else gy.contiguous()
+        gch = torch.zeros_like(y) if gch is None else gch.contiguous()
+        gtr = torch.zeros(B, H, dtype=dt) if gtr is None else gtr.contiguous()
+        chunks = num_chunks(B)
+        d_p, d_rh = torch.empty(T, B, 3 * H, dtype=dt), torch.empty(T, B, 3 * H, dtype=dt)
+        d_thr = torch.zeros(chunks, H, dtype=dt)
+        dc0, dy0, dtr0 = (torch.empty(B, H, dtype=dt) for _ in range(3))
+        args = (gy.numpy(), gch.numpy(), gtr.numpy(), rt.numpy(), thr.numpy(), c0.numpy(), y0.numpy(), zm.numpy(),
+                y.numpy(), chat.numpy(), zg.numpy(), rg.numpy(), g.numpy(), rhg.numpy(), ctx.consts, ctx.flags,
+                bool(need[5]), d_p.numpy(), d_rh.numpy())
+        dthr_n = d_thr.numpy()
+        outs = (dc0.numpy(), dy0.numpy(), dtr0.numpy())
+        run_chunks(lambda c, s, e: nb.egru_backward(*args, dthr_n[c], *outs, s, e), B, chunks)
+        d_w = d_b = None
+        if need[1]:
+            y_prev = torch.cat([y0.unsqueeze(0), y[:-1]]).reshape(T * B, H)
+            d_rh2 = d_rh.reshape(T * B, 3 * H)
+            if ctx.flags[nb.GATE_BEFORE]:
+                ry = rg.reshape(T * B, H) * y_prev
+                d_w = torch.cat([d_rh2[:, : 2 * H].t() @ y_prev, d_rh2[:, 2 * H:].t() @ ry])
+            else:
+                d_w = d_rh2.t() @ y_prev
+        if ctx.has_bias and need[2]:
+            d_b = d_rh.sum((0, 1))
+        return (d_p if need[0] else None, d_w, d_b, d_thr.sum(0) if need[3] else None,
+                dc0 if need[4] else None, dy0 if need[5] else None, dtr0 if need[6] else None, None, None, None)
+
+
+def run_layer(layer: EGRU, proj: Tensor, zmask: Tensor | None, w_hh: Tensor, b_hh: Tensor | None, thr: Tensor,
+              state: EGRUState) -> tuple[Tensor, EGRUState]:
+    """The kernel equivalent of ``scan(layer._layer_step(k, ...), proj, state)`` for one layer."""
+    s = layer.surrogate
+    npd = np.float64 if proj.dtype == torch.float64 else np.float32
+    if isinstance(s, PiecewiseLinear):
+        kind, sa, sb = nb.PIECEWISE_LINEAR, s.gamma, s.width
+    else:
+        kind, sa, sb = nb.FAST_SIGMOID, s.slope, 0.0
+    flags = np.zeros(5, dtype=np.int64)
+    flags[nb.RESET_EVENT] = layer.reset == "event"
+    flags[nb.GATE_BEFORE] = layer.reset_gate == "before"
+    flags[nb.HAS_BIAS] = b_hh is not None
+    zoneout_eval = zmask is None and layer.zoneout > 0.0
+    flags[nb.ZONEOUT] = nb.ZONEOUT_MASK if zmask is not None else nb.ZONEOUT_EVAL if zoneout_eval else nb.ZONEOUT_NONE
+    flags[nb.SURROGATE] = kind
+    consts = np.array([sa, sb, layer.zoneout, 1.0 - TRACE_DECAY], dtype=npd)
+    y, chat, trace = EGRUFunction.apply(proj, w_hh, b_hh, thr, state.c, state.y, state.trace, zmask, consts, flags)
+    # The final state from the last ĉ, with the reference's own ops (so o and the margin carry
+    # the same gradients as in egru_step).
+    c_hat = chat[-1]
+    margin = c_hat - thr
+    o = s(margin)
+    c = c_hat - o * thr if layer.reset == "threshold" else c_hat
+    return y, EGRUState(c, y[-1], o, trace, margin)
