@@ -178,6 +178,19 @@ def test_auto_falls_back_for_unsupported_and_kernel_raises():
         LIF(3, 5, backend="fast")
 
 
+def test_zero_reset_falls_back_to_the_reference():
+    # The hard reset of issue 10 (the NIR one) is not in the kernel: auto must not ignore it.
+    from ranvier.neurons.common import Convention
+    x = torch.randn(9, 2, 3, dtype=F64)
+    layer = LIF(3, 5, threshold=0.1, convention=Convention(reset="zero")).double()
+    ref = copy.deepcopy(layer)
+    ref.backend = "reference"
+    assert torch.equal(layer(x)[0], ref(x)[0])
+    layer.backend = "kernel"
+    with pytest.raises(KernelUnsupportedError, match="reset='zero'"):
+        layer(x)
+
+
 def test_float32_kernel_matches_reference_closely():
     ref = LIF(4, 32, backend="reference", threshold=0.3, tau_mem=5.0)
     ker = copy.deepcopy(ref)

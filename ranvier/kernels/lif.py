@@ -57,6 +57,8 @@ def unsupported_reason(layer: SpikingRecurrent, currents: Tensor, state: NamedTu
     for method in ("make_neuron_step", "_recurrent_step", "forward"):
         if getattr(cls, method) is not getattr(known, method):
             return f"{cls.__name__} overrides {method}"
+    if layer.convention.reset != "subtract":
+        return f"convention.reset={layer.convention.reset!r} (the kernel implements the subtractive reset)"
     if currents.device.type != "cpu":
         return f"device {currents.device} (the kernel is CPU-only)"
     if currents.dtype not in (torch.float32, torch.float64):
