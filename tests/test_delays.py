@@ -215,3 +215,79 @@ def test_peak_memory_of_a_large_delay_range_stays_far_below_a_dense_kernel():
                                     env=env, check=True, timeout=120).stdout.split()[-1])
     dense_kib = 256 * 256 * 512 * 4 / 1024
     assert growth_kib < 0.05 * dense_kib, f"peak RSS grew {growth_kib} KiB (dense kernel {dense_kib:.0f} KiB)"
+
+
+# ------------------------------------------------------------------------------ recurrent delays
+from ranvier import ALIF, LIF, DelayedALIF, DelayedLIF  # noqa: E402
+from ranvier.neurons.common import EPROP_CONVENTION  # noqa: E402
+
+
+def unrolled_reference(layer, x):
+    """The delayed recurrent layer written out: keep every spike vector in a list and read
+    z_i(t − 1 − d_i) from it by explicit interpolation; one neuron step per time step."""
+    steps, batch, _ = x.shape
+    hidden = layer.hidden_size
+    w_in, w_rec = layer.input_weight, layer.recurrent_weight * layer.recurrent_mask
+    d = layer.recurrent_delay
+    k = d.detach().floor().long()
+    f = d - k
+    neuron_step = layer.make_neuron_step()
+    state = type(layer).__mro__[2].initial_state(layer, batch, dtype=x.dtype)  # the plain LIF/ALIF state
+    spikes = []
+
+    def past(t):  # z(t), zero before the start
+        return spikes[t] if t >= 0 else torch.zeros(batch, hidden, dtype=x.dtype)
+
+    out = []
+    for t in range(steps):
+        delayed = torch.stack([(1 - f[i]) * past(t - 1 - int(k[i]))[:, i] + f[i] * past(t - 2 - int(k[i]))[:, i]
+                               for i in range(hidden)], dim=1)
+        z, state = neuron_step(x[t] @ w_in.t() + delayed @ w_rec.t(), state)
+        spikes.append(z)
+        out.append(z)
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("cls", [DelayedLIF, DelayedALIF])
+def test_recurrent_delays_equal_an_unrolled_reference(cls):
+    torch.manual_seed(3)
+    layer = cls(4, 6, max_delay=5.0, delay_init=(0.0, 5.0), threshold=0.3, convention=EPROP_CONVENTION).double()
+    with torch.no_grad():
+        layer.recurrent_weight.mul_(4.0)
+    x = (torch.rand(25, 3, 4, dtype=torch.float64) < 0.4).double() * 2.0
+    z, _ = layer(x)
+    ref = unrolled_reference(layer, x)
+    assert z.sum() > 10  # the test means something only if there are spikes to delay
+    torch.testing.assert_close(z, ref, rtol=0, atol=0)
+    g = torch.randn_like(z)
+    params = [layer.input_weight, layer.recurrent_weight, layer.recurrent_delay]
+    grads = torch.autograd.grad(z, params, g)
+    ref_grads = torch.autograd.grad(ref, params, g)
+    assert grads[2].abs().sum() > 0
+    for a, b in zip(grads, ref_grads):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("plain, delayed", [(LIF, DelayedLIF), (ALIF, DelayedALIF)])
+def test_zero_recurrent_delay_is_the_plain_layer(plain, delayed):
+    a = plain(3, 5, threshold=0.2)
+    b = delayed(3, 5, threshold=0.2, max_delay=3.0)
+    b.load_state_dict({**a.state_dict(), "recurrent_delay": torch.zeros(5)})
+    x = torch.randn(20, 2, 3)
+    torch.testing.assert_close(b(x)[0], a(x)[0], rtol=0, atol=0)
+    za, sa = a.trajectory(x)
+    zb, sb = b.trajectory(x)
+    torch.testing.assert_close(sb.v, sa.v, rtol=0, atol=0)
+
+
+def test_recurrent_delay_chunks_equal_the_whole_sequence_and_state_is_checked():
+    layer = DelayedLIF(3, 5, max_delay=4.5, delay_init=(0.0, 4.5), threshold=0.2).double()
+    x = torch.randn(16, 2, 3, dtype=torch.float64)
+    whole, _ = layer(x)
+    first, state = layer(x[:7])
+    second, _ = layer(x[7:], state)
+    torch.testing.assert_close(torch.cat([first, second]), whole, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="history"):
+        layer(x, state._replace(history=state.history[1:]))
+    with pytest.raises(ValueError, match="recurrent"):
+        DelayedLIF(3, 5, max_delay=2.0, recurrent=False)
