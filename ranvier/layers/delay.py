@@ -109,27 +109,62 @@ def delay_shift(x: Tensor, delay: Tensor, history: Tensor | None = None) -> tupl
     return y, xpad[xpad.shape[0] - length:]
 
 
+class _SynapsesByShift:
+    """The synapses sorted by whole delay ``k``, so that the ones a shift ``s`` uses (``k = s`` with
+    share ``1 − f``, ``k = s − 1`` with share ``f``) are two slices of one index: building ``W_s``
+    costs O(synapses with that shift), not O(in × out), and all shifts together O(in × out)."""
+
+    def __init__(self, delay: Tensor) -> None:
+        whole, frac = _split(delay.detach())
+        self.frac = frac.flatten()
+        flat = whole.flatten()
+        self.order = torch.argsort(flat)
+        counts = torch.bincount(flat, minlength=1)
+        self.start = torch.cat([counts.new_zeros(1), counts.cumsum(0)]).tolist()  # k occupies [start[k], start[k+1])
+        self.max_whole = len(counts) - 1
+        # shifts with any weight: every k, and k + 1 where some synapse with that k has f > 0
+        fractional = torch.bincount(flat[self.frac > 0], minlength=len(counts))
+        self.shifts = sorted({k for k, n in enumerate(counts.tolist()) if n}
+                             | {k + 1 for k, n in enumerate(fractional.tolist()) if n})
+
+    def at(self, k: int) -> Tensor:
+        """Flat indices of the synapses with whole delay ``k``."""
+        if k < 0 or k > self.max_whole:
+            return self.order[:0]
+        return self.order[self.start[k]:self.start[k + 1]]
+
+    def matrix(self, weight: Tensor, s: int) -> Tensor:
+        """``W_s = w ⊙ ((1 − f)·[k = s] + f·[k + 1 = s])`` as a dense ``[out, in]`` matrix."""
+        flat_w = weight.flatten()
+        ws = torch.zeros_like(flat_w)
+        now, before = self.at(s), self.at(s - 1)
+        ws[now] = flat_w[now] * (1.0 - self.frac[now])
+        ws[before] = flat_w[before] * self.frac[before]
+        return ws.view_as(weight)
+
+
 class _DelayedMatmul(torch.autograd.Function):
     """``out[t] = Σ_s x(t − s) @ W_sᵀ`` with ``W_s = w ⊙ ((1 − f)·[k = s] + f·[k + 1 = s])``.
 
-    Saves only ``xpad``, ``w`` and ``d``; ``W_s`` is rebuilt in the backward pass, so memory
-    stays ``O(T·B·I + I·O)`` whatever the delays.
+    Saves only ``xpad``, ``w``, ``d`` and the synapses' order by delay; each ``W_s`` is rebuilt in the backward pass, so memory
+    stays ``O(T·B·I + I·O)`` whatever the delays. Input steps where every value is zero (common
+    for spike trains) are skipped.
     """
 
     @staticmethod
     def forward(ctx, xpad: Tensor, weight: Tensor, delay: Tensor, steps: int) -> Tensor:  # type: ignore[override]
         length = xpad.shape[0] - steps
-        whole, frac = _split(delay)
+        synapses = _SynapsesByShift(delay)
         out = xpad.new_zeros((steps, xpad.shape[1], weight.shape[0]))
         active = xpad.flatten(1).ne(0).any(1).nonzero().squeeze(1)  # input steps with any event
-        for s in _shifts(whole, frac):
-            coef = _coefficient(whole, frac, s)
+        for s in synapses.shifts:
             t_out = active + s - length  # an input at padded row τ arrives at t = τ − length + s
             keep = (t_out >= 0) & (t_out < steps)
             if keep.any():
-                out.index_add_(0, t_out[keep], xpad[active[keep]] @ (weight * coef).t())
+                out.index_add_(0, t_out[keep], xpad[active[keep]] @ synapses.matrix(weight, s).t())
         ctx.save_for_backward(xpad, weight, delay)
         ctx.steps = steps
+        ctx.synapses = synapses  # the sort by delay (O(in × out) indices), reused by the backward pass
         return out
 
     @staticmethod
@@ -137,18 +172,17 @@ class _DelayedMatmul(torch.autograd.Function):
         xpad, weight, delay = ctx.saved_tensors
         steps = ctx.steps
         length = xpad.shape[0] - steps
-        whole, frac = _split(delay)
+        synapses = ctx.synapses
         need_x, need_w, need_d = ctx.needs_input_grad[:3]
         grad_x = torch.zeros_like(xpad) if need_x else None
-        grad_w = torch.zeros_like(weight) if need_w else None
-        grad_d = torch.zeros_like(delay) if need_d else None
+        grad_w = torch.zeros_like(weight).flatten() if need_w else None
+        grad_d = torch.zeros_like(delay).flatten() if need_d else None
+        flat_w, frac = weight.flatten(), synapses.frac
         active = xpad.flatten(1).ne(0).any(1).nonzero().squeeze(1)
         g2 = grad_out.flatten(1)  # [T, B·O] view for row selection
-        for s in _shifts(whole, frac):
-            at, before = whole == s, whole + 1 == s
-            coef = _coefficient(whole, frac, s)
+        for s in synapses.shifts:
             if grad_x is not None:  # rows τ = t + length − s of xpad feed out[t]
-                grad_x[length - s:length - s + steps] += grad_out @ (weight * coef)
+                grad_x[length - s:length - s + steps] += grad_out @ synapses.matrix(weight, s)
             if grad_w is None and grad_d is None:
                 continue
             t_out = active + s - length
@@ -157,25 +191,16 @@ class _DelayedMatmul(torch.autograd.Function):
                 continue
             x_rows = xpad[active[keep]].flatten(0, 1)  # [n·B, I]; silent steps add nothing to ∂L/∂W_s
             g_rows = g2[t_out[keep]].reshape(-1, weight.shape[0])  # [n·B, O]
-            grad_ws = g_rows.t() @ x_rows  # ∂L/∂W_s, [O, I]
+            grad_ws = (g_rows.t() @ x_rows).flatten()  # ∂L/∂W_s
+            now, before = synapses.at(s), synapses.at(s - 1)
             if grad_w is not None:
-                grad_w += grad_ws * coef
-            if grad_d is not None:  # ∂W_s/∂d = w·([k + 1 = s] − [k = s])
-                grad_d += grad_ws * weight * (before.to(weight.dtype) - at.to(weight.dtype))
-        return grad_x, grad_w, grad_d, None
-
-
-def _shifts(whole: Tensor, frac: Tensor) -> list[int]:
-    """The whole-step shifts that carry weight: every ``k``, and ``k + 1`` where ``f > 0``."""
-    shifts = torch.cat([whole.flatten(), (whole + 1)[frac.detach() > 0]])
-    return [int(s) for s in torch.unique(shifts)]
-
-
-def _coefficient(whole: Tensor, frac: Tensor, s: int) -> Tensor:
-    """Share of each synapse's weight that shift ``s`` carries: ``1 − f`` at ``k = s``, ``f`` at ``k + 1 = s``."""
-    frac = frac.detach()
-    zero = torch.zeros((), dtype=frac.dtype, device=frac.device)
-    return torch.where(whole == s, 1.0 - frac, zero) + torch.where(whole + 1 == s, frac, zero)
+                grad_w[now] += grad_ws[now] * (1.0 - frac[now])
+                grad_w[before] += grad_ws[before] * frac[before]
+            if grad_d is not None:  # ∂W_s/∂d = −w at k = s, +w at k + 1 = s
+                grad_d[now] -= grad_ws[now] * flat_w[now]
+                grad_d[before] += grad_ws[before] * flat_w[before]
+        return (grad_x, None if grad_w is None else grad_w.view_as(weight),
+                None if grad_d is None else grad_d.view_as(delay), None)
 
 
 def delayed_linear(x: Tensor, weight: Tensor, delay: Tensor, history: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -350,6 +375,10 @@ class DelayedLinear(_DelayBase):
         if self.bias is not None:
             out = out + self.bias
         return self._time_major(out), history
+
+    def connection_weights(self) -> dict[str, Tensor]:
+        """``{"weight": W ⊙ M}`` for :func:`ranvier.metrics.connection_weights` (delays are not connections)."""
+        return {"weight": effective_weight(self, "weight").detach()}
 
     def extra_repr(self) -> str:
         return f"{self.in_features}, {self.out_features}, max_delay={self.max_delay}, bias={self.bias is not None}"
