@@ -288,6 +288,6 @@ def test_recurrent_delay_chunks_equal_the_whole_sequence_and_state_is_checked():
     second, _ = layer(x[7:], state)
     torch.testing.assert_close(torch.cat([first, second]), whole, rtol=0, atol=0)
     with pytest.raises(ValueError, match="history"):
-        layer(x, state._replace(history=state.history[1:]))
+        layer(x, state._replace(history=state.history[1:]))  # one step short
     with pytest.raises(ValueError, match="recurrent"):
         DelayedLIF(3, 5, max_delay=2.0, recurrent=False)

@@ -133,10 +133,11 @@ class _SynapsesByShift:
             return self.order[:0]
         return self.order[self.start[k]:self.start[k + 1]]
 
-    def matrix(self, weight: Tensor, s: int) -> Tensor:
-        """``W_s = w ⊙ ((1 − f)·[k = s] + f·[k + 1 = s])`` as a dense ``[out, in]`` matrix."""
+    def matrix(self, weight: Tensor, s: int, buffer: Tensor) -> Tensor:
+        """``W_s = w ⊙ ((1 − f)·[k = s] + f·[k + 1 = s])`` as a dense ``[out, in]`` matrix, written
+        into ``buffer`` (reused across shifts: one allocation of in × out per call, not one per shift)."""
         flat_w = weight.flatten()
-        ws = torch.zeros_like(flat_w)
+        ws = buffer.view(-1).zero_()
         now, before = self.at(s), self.at(s - 1)
         ws[now] = flat_w[now] * (1.0 - self.frac[now])
         ws[before] = flat_w[before] * self.frac[before]
@@ -157,11 +158,12 @@ class _DelayedMatmul(torch.autograd.Function):
         synapses = _SynapsesByShift(delay)
         out = xpad.new_zeros((steps, xpad.shape[1], weight.shape[0]))
         active = xpad.flatten(1).ne(0).any(1).nonzero().squeeze(1)  # input steps with any event
+        buffer = torch.empty_like(weight)
         for s in synapses.shifts:
             t_out = active + s - length  # an input at padded row τ arrives at t = τ − length + s
             keep = (t_out >= 0) & (t_out < steps)
             if keep.any():
-                out.index_add_(0, t_out[keep], xpad[active[keep]] @ synapses.matrix(weight, s).t())
+                out.index_add_(0, t_out[keep], xpad[active[keep]] @ synapses.matrix(weight, s, buffer).t())
         ctx.save_for_backward(xpad, weight, delay)
         ctx.steps = steps
         ctx.synapses = synapses  # the sort by delay (O(in × out) indices), reused by the backward pass
@@ -180,9 +182,10 @@ class _DelayedMatmul(torch.autograd.Function):
         flat_w, frac = weight.flatten(), synapses.frac
         active = xpad.flatten(1).ne(0).any(1).nonzero().squeeze(1)
         g2 = grad_out.flatten(1)  # [T, B·O] view for row selection
+        buffer = torch.empty_like(weight)
         for s in synapses.shifts:
             if grad_x is not None:  # rows τ = t + length − s of xpad feed out[t]
-                grad_x[length - s:length - s + steps] += grad_out @ synapses.matrix(weight, s)
+                grad_x[length - s:length - s + steps] += grad_out @ synapses.matrix(weight, s, buffer)
             if grad_w is None and grad_d is None:
                 continue
             t_out = active + s - length

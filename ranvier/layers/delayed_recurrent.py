@@ -35,7 +35,7 @@ __all__ = ["DelayedState", "DelayedLIF", "DelayedALIF"]
 
 class DelayedState(NamedTuple):
     neuron: Any  # LIFState / ALIFState, every field [B, H]
-    history: Tensor  # [⌈D_max⌉ + 1, B, H] spikes of the last steps, oldest first (history[-1] = z_{t−1})
+    history: tuple[Tensor, ...]  # ⌈D_max⌉ + 1 spike tensors [B, H] of the last steps, oldest first (history[-1] = z_{t−1})
 
 
 class _RecurrentDelays:
@@ -72,36 +72,36 @@ class _RecurrentDelays:
     # -- state -----------------------------------------------------------------------------
     def initial_state(self, batch_size: int, *, device: Any = None, dtype: torch.dtype | None = None) -> DelayedState:
         neuron = super().initial_state(batch_size, device=device, dtype=dtype)  # type: ignore[misc]
-        history = torch.zeros(self.history_length, batch_size, self.hidden_size, device=neuron[0].device,
-                              dtype=neuron[0].dtype)
-        return DelayedState(neuron, history)
+        return DelayedState(neuron, (torch.zeros_like(neuron[0]),) * self.history_length)
 
     def check_state(self, state: DelayedState, batch_size: int) -> None:
         if not isinstance(state, DelayedState):
             raise TypeError(f"state must be a DelayedState, got {type(state).__name__}")
         super().check_state(state.neuron, batch_size)  # type: ignore[misc]
-        want = (self.history_length, batch_size, self.hidden_size)
-        if tuple(state.history.shape) != want:
-            raise ValueError(f"state.history has shape {tuple(state.history.shape)} but must be {want} "
-                             "(⌈max_delay⌉ + 1, batch, hidden_size); pass state=None to start from zeros")
+        want = (batch_size, self.hidden_size)
+        if not isinstance(state.history, tuple) or len(state.history) != self.history_length or any(
+                tuple(z.shape) != want for z in state.history):
+            raise ValueError(f"state.history must be a tuple of {self.history_length} spike tensors of shape {want} "
+                             "(⌈max_delay⌉ + 1 steps, oldest first); pass state=None to start from zeros")
 
     # -- running ---------------------------------------------------------------------------
-    def _delayed_step(self) -> Callable[[Tensor, DelayedState], tuple[Tensor, DelayedState]]:
+    def _delayed_step(self, record: bool = False) -> Callable[[Tensor, DelayedState], tuple[Any, DelayedState]]:
         w_rec_t = effective_weight(self, "recurrent_weight").t()
         neuron_step = self.make_neuron_step()  # type: ignore[attr-defined]
         whole, frac = _split(self.recurrent_delay)
-        last = self.history_length - 1
-        row_now = (last - whole).view(1, 1, -1)  # row of z(t − 1 − k) in the history
-        row_before = (last - 1 - whole).clamp(min=0).view(1, 1, -1)  # z(t − 2 − k); clamped rows have f = 0
+        # z̃(t − 1 − d) = Σ_s c_s ⊙ z(t − 1 − s) with c_s = (1 − f)·[k = s] + f·[k + 1 = s]: a few
+        # small multiply-adds per step over the shifts in use, no per-step copy of the history
+        shifts = sorted({int(k) for k in whole.tolist()} | {int(k) + 1 for k in whole[frac.detach() > 0].tolist()})
+        zero = frac.new_zeros(())
+        coefs = [torch.where(whole == s, 1.0 - frac, zero) + torch.where(whole + 1 == s, frac, zero) for s in shifts]
 
-        def step(input_current: Tensor, state: DelayedState) -> tuple[Tensor, DelayedState]:
+        def step(input_current: Tensor, state: DelayedState) -> tuple[Any, DelayedState]:
             history = state.history
-            size = (1, *history.shape[1:])
-            now = history.gather(0, row_now.expand(size))[0]
-            before = history.gather(0, row_before.expand(size))[0]
-            delayed = (1.0 - frac) * now + frac * before
+            delayed = coefs[0] * history[-1 - shifts[0]]
+            for s, c in zip(shifts[1:], coefs[1:]):
+                delayed = torch.addcmul(delayed, c, history[-1 - s])
             z, neuron = neuron_step(torch.addmm(input_current, delayed, w_rec_t), state.neuron)
-            return z, DelayedState(neuron, torch.cat([history[1:], z.unsqueeze(0)]))
+            return ((z, neuron) if record else z), DelayedState(neuron, (*history[1:], z))
 
         return step
 
@@ -127,8 +127,7 @@ class _RecurrentDelays:
     def trajectory(self, x: Tensor, state: DelayedState | None = None) -> tuple[Tensor, NamedTuple]:
         """``(z, neuron states stacked over time)``, as :meth:`~ranvier.LIF.trajectory` (no history)."""
         currents, state = self._currents(x, state)
-        (z, states), _ = scan(self._delayed_step(), currents, state, record=True)
-        neuron = states.neuron
+        (z, neuron), _ = scan(self._delayed_step(record=True), currents, state)
         if self.batch_first:  # type: ignore[attr-defined]
             z = z.transpose(0, 1)
             neuron = type(neuron)(*(s.transpose(0, 1) for s in neuron))
@@ -149,8 +148,8 @@ class DelayedLIF(_RecurrentDelays, LIF):
 
         >>> layer = DelayedLIF(3, 8, max_delay=10.0, delay_init=(0.0, 10.0))
         >>> z, state = layer(torch.randn(5, 2, 3))
-        >>> z.shape, state.history.shape, layer.delays.shape
-        (torch.Size([5, 2, 8]), torch.Size([11, 2, 8]), torch.Size([8]))
+        >>> z.shape, len(state.history), layer.delays.shape
+        (torch.Size([5, 2, 8]), 11, torch.Size([8]))
     """
 
     def __init__(self, input_size: int, hidden_size: int, *, max_delay: float,
