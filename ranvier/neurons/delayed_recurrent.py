@@ -24,11 +24,11 @@ import torch
 from torch import Tensor, nn
 
 from ..core.scan import scan
-from ..neurons.alif import ALIF
-from ..neurons.lif import LIF
+from ..layers.delay import _check_max_delay, _split
+from ..layers.recurrent import check_input
 from ..sparse.masks import effective_weight
-from .delay import _check_max_delay, _split
-from .recurrent import check_input
+from .alif import ALIF
+from .lif import LIF
 
 __all__ = ["DelayedState", "DelayedLIF", "DelayedALIF"]
 
