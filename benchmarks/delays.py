@@ -41,6 +41,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=0.0, help="Adam learning rate (0: the preset's 0.01)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--results", default="delays", help="results file name: benchmarks/results/<results>.json")
     args = parser.parse_args()
     rows = []
     for dataset in args.datasets:
@@ -69,7 +70,7 @@ def main() -> None:
     if ("fashion", "delays-ternary") in acc:
         targets.append(target("Fashion-MNIST: delay-only-ternary test accuracy, well above chance (0.10)",
                               acc[("fashion", "delays-ternary")], ">=", 0.5))
-    write_results("delays", rows, targets)
+    write_results(args.results, rows, targets)
 
 
 if __name__ == "__main__":
