@@ -157,6 +157,10 @@ def test_bad_inputs_get_clear_errors():
         layer(torch.randn(5, 2, 3), torch.zeros(2, 2, 3))
     with pytest.raises(ValueError, match="max_delay"):
         Delay(3, max_delay=-1.0)
+    with pytest.raises(ValueError, match=">= 0"):
+        delayed_linear(torch.randn(4, 1, 3), torch.ones(2, 3), -torch.ones(2, 3))
+    with pytest.raises(ValueError, match=">= 0"):
+        delay_shift(torch.randn(4, 1, 3), torch.tensor([0.0, -1.0, 1.0]))
     with pytest.raises(ValueError, match="delay must have shape"):
         delay_shift(torch.randn(4, 1, 3), torch.zeros(2))
 

@@ -65,6 +65,11 @@ def _split(delay: Tensor) -> tuple[Tensor, Tensor]:
     return whole.long(), delay - whole
 
 
+def _check_causal(delay: Tensor) -> None:
+    if delay.numel() and not bool((delay.detach() >= 0).all()):  # NaN fails too
+        raise ValueError("delays must be >= 0 (a negative delay would read the future); clamp them first")
+
+
 def _padded(x: Tensor, history: Tensor | None, length: int) -> Tensor:
     """``[history; x]`` along time: ``[length + T, B, C]`` (zeros when ``history`` is None)."""
     if history is None:
@@ -92,6 +97,7 @@ def delay_shift(x: Tensor, delay: Tensor, history: Tensor | None = None) -> tupl
     """
     if delay.dim() != 1 or delay.shape[0] != x.shape[-1]:
         raise ValueError(f"delay must have shape ({x.shape[-1]},), got {tuple(delay.shape)}")
+    _check_causal(delay)
     length = _history_length(float(delay.detach().max()) if delay.numel() else 0.0)
     if history is not None:
         length = history.shape[0]
@@ -223,6 +229,7 @@ def delayed_linear(x: Tensor, weight: Tensor, delay: Tensor, history: Tensor | N
     if weight.shape != delay.shape or weight.dim() != 2 or weight.shape[1] != x.shape[-1]:
         raise ValueError(f"weight {tuple(weight.shape)} and delay {tuple(delay.shape)} must both be "
                          f"(out_features, {x.shape[-1]})")
+    _check_causal(delay)
     needed = _history_length(float(delay.detach().max()) if delay.numel() else 0.0)
     length = needed if history is None else history.shape[0]
     if needed > length:
