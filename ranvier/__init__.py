@@ -22,5 +22,10 @@ from .neurons import alif_step as alif_step
 from .neurons import exp_filter as exp_filter
 from .neurons import firing_rate_loss as firing_rate_loss
 from .neurons import lif_step as lif_step
+from .layers.delay import Delay as Delay  # issue 8
+from .layers.delay import DelayedLinear as DelayedLinear
+from .neurons.delayed_recurrent import DelayedALIF as DelayedALIF
+from .neurons.delayed_recurrent import DelayedLIF as DelayedLIF
+from .neurons.delayed_recurrent import DelayedState as DelayedState
 
 __version__ = "0.1.0"

@@ -20,7 +20,7 @@ else:  # pragma: no cover
 __all__ = ["TrainConfig", "load_preset", "build_config", "add_config_arguments", "to_toml", "PRESET_DIR"]
 
 PRESET_DIR = Path(__file__).parent / "presets"
-MODELS = ("lif", "alif", "lsnn", "egru", "gru", "lstm")
+MODELS = ("lif", "alif", "lsnn", "egru", "gru", "lstm", "delay-snn")
 
 
 @dataclass
@@ -28,8 +28,8 @@ class TrainConfig:
     """Everything that defines a training run. Field docs become ``--help`` text."""
 
     # what to train
-    task: str = field(default="mnist1d", metadata={"help": "mnist1d | smnist | smnist-threshold | fashion | fashion-threshold | ptb | wikitext2"})
-    model: str = field(default="alif", metadata={"help": "lif | alif | lsnn (LIF+ALIF mix) | egru | gru | lstm"})
+    task: str = field(default="mnist1d", metadata={"help": "mnist1d | smnist | smnist-threshold | fashion | fashion-threshold | mnist-latency | fashion-latency | ptb | wikitext2"})
+    model: str = field(default="alif", metadata={"help": "lif | alif | lsnn (LIF+ALIF mix) | egru | gru | lstm | delay-snn"})
     # model shape and neuron constants
     hidden_size: int = field(default=128, metadata={"help": "recurrent units"})
     n_adaptive: int = field(default=-1, metadata={"help": "lsnn: adaptive units among hidden_size (-1: half)"})
@@ -85,6 +85,10 @@ class TrainConfig:
     download: bool = field(default=False, metadata={"help": "download missing data files from the canonical sources"})
     out: str = field(default="", metadata={"help": "run directory (default: runs/<task>-<model>-seed<seed>)"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
+    # learnable delays (issue 8; --model delay-snn)
+    train_params: str = field(default="weights", metadata={"help": "delay-snn: what to train, delays | weights | both", "flag": "--train"})
+    ternary: bool = field(default=False, metadata={"help": "delay-snn: frozen ternary weights {-w, 0, +w} (with --train delays)"})
+    max_delay: float = field(default=10.0, metadata={"help": "delay-snn: largest synaptic delay D_max (steps)"})
 
     def __post_init__(self) -> None:
         from .tasks.registry import LANGUAGE_TASKS, TASKS
@@ -98,6 +102,8 @@ class TrainConfig:
         for name in ("hidden_size", "batch_size", "repeat", "num_layers", "bptt", "eval_batch_size"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.train_params not in ("delays", "weights", "both"):  # issue 8
+            raise ValueError(f"train must be delays, weights or both, got {self.train_params!r}")
         if self.epochs <= 0 and self.max_steps <= 0 and self.time_budget <= 0:
             raise ValueError("set epochs > 0, max_steps > 0 or time_budget > 0")
 
@@ -153,12 +159,13 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """One ``--flag`` per TrainConfig field; unset flags stay None so presets can fill them."""
     for f in fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
+        flags = [flag, f.metadata["flag"]] if "flag" in f.metadata else [flag]  # e.g. --train for train_params
         help_text = f"{f.metadata.get('help', '')} (default {f.default!r})"
         if f.type in ("bool", bool):
-            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+            parser.add_argument(*flags, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         else:
             kind = {"int": int, "float": float, "str": str}[f.type if isinstance(f.type, str) else f.type.__name__]
-            parser.add_argument(flag, dest=f.name, type=kind, default=None, help=help_text)
+            parser.add_argument(*flags, dest=f.name, type=kind, default=None, help=help_text)
 
 
 def to_toml(cfg: TrainConfig) -> str:

@@ -54,7 +54,7 @@ BATCH = 256
 #: Tokens of the language-model stream kept for the rasters and the per-token plot.
 KEEP_TOKENS = 512
 #: State words per neuron: what one update reads and writes.
-STATE_WORDS = {"lif": 1, "alif": 2, "egru": 1, "gru": 1, "lstm": 2}
+STATE_WORDS = {"lif": 1, "alif": 2, "egru": 1, "gru": 1, "lstm": 2, "srm": 2}
 
 ESTIMATE_LABEL = (
     "ESTIMATE, not a measurement: counted operations and modelled memory accesses times "
@@ -191,6 +191,8 @@ def record_classifier(model: nn.Module, x: Tensor) -> tuple[Tensor, list[LayerRe
     graded events (EGRU) or hidden states (GRU/LSTM); the readout's synaptic operations are those of its
     ``nn.Linear`` on that activity (its low-pass filter acts on the outputs and is not a synapse).
     """
+    if hasattr(model, "record"):  # a model that records itself (e.g. the delay network, issue 8)
+        return model.record(x)
     xs = x.transpose(0, 1)
     if model.repeat > 1:
         xs = xs.repeat_interleave(model.repeat, dim=0)
@@ -370,7 +372,7 @@ def _record(run: LoadedRun, samples: int) -> Recording:
             loss += float(F.cross_entropy(logits, y, reduction="sum"))
             if first is None:
                 first = (x[0], int(y[0]), int(logits[0].argmax()))
-        steps = task.encode(task.x_test[:1]).shape[1] * model.repeat
+        steps = task.encode(task.x_test[:1]).shape[1] * getattr(model, "repeat", 1)
         return Recording(run, list(layers.values()), "sample", n, steps, 1,
                          {"samples": n, "accuracy": correct / n, "loss": loss / n},
                          sample_input=first[0], sample_label=first[1], sample_prediction=first[2])
@@ -463,7 +465,7 @@ def _build(rec: Recording, profile_name: str = DEFAULT_PROFILE) -> dict[str, Any
         costs.append(cost)
         neuron_updates = float(steps * layer.units) if layer.active else 0.0
         words = STATE_WORDS.get(layer.kind, 0)
-        egru = model.rnn if hasattr(model, "rnn") else getattr(model.core, "egru", None)
+        egru = model.rnn if hasattr(model, "rnn") else getattr(getattr(model, "core", None), "egru", None)
         elementwise = metrics.egru_elementwise_ops(steps, layer.units, bias=bool(egru.bias)) \
             if layer.kind == "egru" else None
         if elementwise is not None:

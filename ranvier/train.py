@@ -139,14 +139,18 @@ class ClassificationJob:
     def parameter_groups(self) -> list[dict[str, Any]]:
         return parameter_groups(self.model, self.cfg)
 
-    def loss(self, step: int) -> tuple[Tensor, dict[str, float]]:
+    def batch(self, step: int) -> tuple[Tensor, Tensor]:
+        """The encoded inputs and labels of optimiser step ``step`` (same order on resume)."""
         cfg = self.cfg
         epoch, position = divmod(step, self.steps_per_epoch)
         if epoch not in self._orders:
             self._orders = {epoch: distributed.epoch_order(self.n_train, cfg.seed, epoch)}
         index = self._orders[epoch][position * self.batch_size:(position + 1) * self.batch_size]
-        x = self.task.encode(self.task.x_train[index]).to(cfg.device)
-        y = self.task.y_train[index].to(cfg.device)
+        return self.task.encode(self.task.x_train[index]).to(cfg.device), self.task.y_train[index].to(cfg.device)
+
+    def loss(self, step: int) -> tuple[Tensor, dict[str, float]]:
+        cfg = self.cfg
+        x, y = self.batch(step)
         logits, activity = self.model(x)
         loss = F.cross_entropy(logits, y)
         stats = {"loss": loss.item(), "acc": (logits.argmax(-1) == y).float().mean().item(),
@@ -176,6 +180,10 @@ def make_job(cfg: TrainConfig) -> Job:
         from .train_lm import LanguageModelJob
 
         return LanguageModelJob(cfg)
+    if cfg.model == "delay-snn":  # issue 8: spike-time loss, first-spike decision
+        from .train_delays import DelayJob
+
+        return DelayJob(cfg)
     return ClassificationJob(cfg)
 
 

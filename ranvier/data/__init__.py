@@ -1,5 +1,6 @@
 """Datasets (MNIST, Fashion-MNIST, MNIST-1D) and input encodings."""
 
+from .encoding import latency_code as latency_code
 from .encoding import level_crossing as level_crossing
 from .encoding import n_channels_threshold_crossing as n_channels_threshold_crossing
 from .encoding import pixel_sequence as pixel_sequence
@@ -18,6 +19,7 @@ __all__ = [
     "Corpus",
     "DataError",
     "batchify",
+    "latency_code",
     "lm_batches",
     "load_corpus",
     "level_crossing",

@@ -37,7 +37,7 @@ import functools
 import numpy as np
 import torch
 
-__all__ = ["level_crossing", "n_channels_threshold_crossing", "pixel_sequence", "threshold_crossing"]
+__all__ = ["latency_code", "level_crossing", "n_channels_threshold_crossing", "pixel_sequence", "threshold_crossing"]
 
 
 def _check_images(images: torch.Tensor) -> torch.Tensor:
@@ -150,3 +150,39 @@ def level_crossing(signal: torch.Tensor, levels: torch.Tensor, initial: float = 
     up = (previous < levels) & (x >= levels)  # [B, T, K]
     down = (previous >= levels) & (x < levels)
     return torch.cat([up, down], dim=-1).to(torch.float32)
+
+
+def latency_code(images: torch.Tensor, bins: int = 4, steps: int = 10) -> torch.Tensor:
+    """Time-to-first-spike code of images, as in "Beyond Weights" (SCIENCE.md §4.3).
+
+    Every pixel spikes at most once: its grey level is quantised into ``bins`` levels and brighter
+    pixels spike earlier; black pixels never spike. The ``steps − bins`` steps after the last bin
+    are silence, time for the delays to act. Level ``L = ⌈bins·p/255⌉ ∈ {1..bins}`` for ``p > 0``
+    spikes at step ``bins − L`` (``p = 255`` at step 0). The reference bins ``p/255`` into
+    ``[2/3, 1), [1/3, 2/3), [0, 1/3)`` and never spikes for ``p = 255`` exactly; this version gives
+    every non-zero pixel a spike.
+
+    Args:
+        images: uint8 ``[B, H, W]`` (or ``[B, P]``), raw 0..255.
+        bins: spike times used by the image (the reference: 4).
+        steps: sequence length (the reference: 10); at least ``bins``.
+
+    Returns:
+        float32 ``[B, steps, P]`` (batch-first, like the other encoders), values in {0, 1}.
+
+    Example::
+
+        >>> latency_code(torch.tensor([[0, 1, 128, 255]], dtype=torch.uint8), steps=5)[0].t()
+        tensor([[0., 0., 0., 0., 0.],
+                [0., 0., 0., 1., 0.],
+                [0., 1., 0., 0., 0.],
+                [1., 0., 0., 0., 0.]])
+    """
+    if bins < 1 or steps < bins:
+        raise ValueError(f"need bins >= 1 and steps >= bins, got bins={bins}, steps={steps}")
+    x = _check_images(images).long()
+    level = (x * bins + 254) // 255  # ⌈bins·p/255⌉ in integers: 0 for black, bins for 255
+    step = torch.where(level > 0, bins - level, torch.full_like(level, steps))  # `steps`: no spike
+    out = torch.zeros(x.shape[0], steps + 1, x.shape[1], dtype=torch.float32, device=x.device)
+    out.scatter_(1, step.unsqueeze(1), 1.0)
+    return out[:, :steps]

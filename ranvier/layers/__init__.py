@@ -1,3 +1,5 @@
 """Layers that wire neurons together."""
 from .recurrent import SpikingRecurrent as SpikingRecurrent
 from .recurrent import check_input as check_input
+from .delay import Delay as Delay
+from .delay import DelayedLinear as DelayedLinear

@@ -49,6 +49,10 @@ class SequenceClassifier(nn.Module):
 
 def build_classifier(cfg, n_inputs: int, n_classes: int) -> SequenceClassifier:
     """Build the network named by ``cfg.model`` (see :class:`~ranvier.config.TrainConfig`)."""
+    if cfg.model == "delay-snn":  # issue 8: feed-forward delay network (not a SequenceClassifier)
+        from .delay_snn import build_delay_snn
+
+        return build_delay_snn(cfg, n_inputs, n_classes)
     h = cfg.hidden_size
     surrogate = PiecewiseLinear(gamma=cfg.gamma)
     conventions = {"lsnn": LSNN_CONVENTION, "eprop": EPROP_CONVENTION}

@@ -54,12 +54,27 @@ def _images(dataset: str, threshold: bool) -> Callable[[str | None, bool, int], 
     return load
 
 
+def _latency(dataset: str) -> Callable[[str | None, bool, int], Task]:
+    """Images as one time-to-first-spike per pixel: 4 bins over 10 steps (Beyond Weights, SCIENCE.md §4.3)."""
+    def load(data_dir: str | None, download: bool, levels: int) -> Task:
+        from ..data import latency_code, load_images
+
+        x_train, y_train = load_images(dataset, "train", data_dir=data_dir or None, download=download)
+        x_test, y_test = load_images(dataset, "test", data_dir=data_dir or None, download=download)
+        name = "mnist-latency" if dataset == "mnist" else "fashion-latency"
+        return Task(name, 784, 10, x_train, y_train, x_test, y_test, latency_code)
+
+    return load
+
+
 TASKS: dict[str, Callable[[str | None, bool, int], Task]] = {
     "mnist1d": _mnist1d,
     "smnist": _images("mnist", threshold=False),
     "smnist-threshold": _images("mnist", threshold=True),
     "fashion": _images("fashion-mnist", threshold=False),
     "fashion-threshold": _images("fashion-mnist", threshold=True),
+    "mnist-latency": _latency("mnist"),  # issue 8
+    "fashion-latency": _latency("fashion-mnist"),
 }
 
 
