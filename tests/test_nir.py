@@ -286,3 +286,30 @@ def test_cli_export_of_a_trained_run(tmp_path, capsys):
     assert "threshold adaptation" in capsys.readouterr().err
     assert cli.main(["export", str(alif_run), "-o", str(tmp_path / "alif.nir"), "--extensions"]) == 0
     assert isinstance(from_nir(tmp_path / "alif.nir").core, ALIF)
+
+
+def test_per_neuron_delay_round_trip(tmp_path):
+    # issue 8 × 10: an axonal Delay between two LIF layers becomes nir.Delay (seconds = steps · dt).
+    from ranvier.layers.delay import Delay
+    torch.manual_seed(3)
+    delay = Delay(16, max_delay=6.0)
+    with torch.no_grad():
+        delay.delay.copy_(torch.linspace(0.0, 5.5, 16))  # whole and fractional steps
+    net = Chain(_drive(LIF(3, 16, threshold=0.4, recurrent=False, convention=ZERO), 16), delay,
+                LIF(16, 6, threshold=0.3, recurrent=False, convention=ZERO))
+    graph = to_nir(net, dt=1e-3)
+    node = graph.nodes["layers.1"] if "layers.1" in graph.nodes else next(n for n in graph.nodes.values()
+                                                                          if isinstance(n, nir.Delay))
+    assert isinstance(node, nir.Delay)
+    torch.testing.assert_close(torch.as_tensor(node.delay), torch.linspace(0.0, 5.5, 16, dtype=torch.float64) * 1e-3)
+    back = from_nir(through_file(graph, tmp_path))
+    assert type(back[1]) is Delay and back[1].max_delay == 6.0
+    x = torch.randn(40, 2, 3)
+    with torch.no_grad():
+        torch.testing.assert_close(back(x)[0], net(x)[0], rtol=0, atol=0)
+
+
+def test_per_synapse_delays_are_refused_by_name():
+    from ranvier.layers.delay import DelayedLinear
+    with pytest.raises(NIRExportError, match="DelayedLinear"):
+        to_nir(Chain(DelayedLinear(3, 4, max_delay=4.0)), dt=1e-3)

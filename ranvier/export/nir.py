@@ -29,6 +29,7 @@ except ImportError as err:  # pragma: no cover - nir is a test dependency
     raise ImportError("NIR export needs the `nir` package: pip install 'ranvier[nir]'") from err
 
 from ..layers.chain import Chain
+from ..layers.delay import Delay
 from ..models.classifier import SequenceClassifier
 from ..neurons.alif import ALIF
 from ..neurons.common import EPROP_CONVENTION, Convention
@@ -229,14 +230,25 @@ def _export_linear(linear: nn.Linear, name: str, ctx: _Export, source: _Out) -> 
     return _Out(ctx.add(name, node, source.node), linear.out_features)
 
 
+def _export_delay(layer: Delay, name: str, ctx: _Export, source: _Out) -> _Out:
+    """Per-channel delays ``d_i`` steps → ``nir.Delay(delay = d_i · dt)`` seconds.
+
+    NIR's delay is continuous-time, so a fractional delay is expressed exactly; ranvier realises
+    it by linear interpolation between whole steps, another reader by its own discretisation
+    (whole-step delays agree everywhere). ``max_delay`` travels in the metadata for the round trip.
+    """
+    node = nir.Delay(delay=_f64(layer.delays) * ctx.dt,
+                     metadata={"ranvier": {"format": EXTENSION, "max_delay": float(layer.max_delay)}})
+    return _Out(ctx.add(name, node, source.node), layer.size, source.scale)
+
+
 # One function per layer type: (layer, name, context, source) → where its output leaves.
-# Per-neuron delays (nir.Delay, delays in seconds = steps · dt) slot in here as one more entry
-# once ranvier has a delay layer (issue 8; none exists on this branch yet).
 _EXPORTERS: list[tuple[type, Callable[[Any, str, _Export, _Out], _Out]]] = [
     (LIF, _export_spiking),
     (ALIF, _export_spiking),
     (LeakyReadout, _export_readout),
     (nn.Linear, _export_linear),
+    (Delay, _export_delay),
 ]
 
 
@@ -258,6 +270,8 @@ def _input_size(layer: nn.Module) -> int:
         return layer.linear.in_features
     if isinstance(layer, nn.Linear):
         return layer.in_features
+    if isinstance(layer, Delay):
+        return layer.size
     return int(layer.input_size)
 
 
@@ -308,6 +322,8 @@ def to_nir(model: nn.Module, *, dt: float, discretisation: str = "zoh", extensio
     """
     _check_step(dt, discretisation)
     layers, wrapper = _layers(model)
+    for name, layer in layers:
+        _exporter(layer, name)  # every layer has a converter, or the error names the one that has none
     ctx = _Export(float(dt), discretisation, bool(extensions))
     size = _input_size(layers[0][1])
     ctx.add("input", nir.Input(input_type={"input": np.array([size])}))
@@ -475,6 +491,17 @@ def _import_linear(name: str, node: Any) -> nn.Linear:
     return linear
 
 
+def _import_delay(name: str, node: Any, dt: float) -> Delay:
+    steps = np.atleast_1d(np.asarray(node.delay, dtype=np.float64)) / dt
+    if steps.ndim != 1 or not np.all(np.isfinite(steps)) or np.any(steps < 0):
+        raise NIRImportError(f"{name}: nir.Delay must hold one finite, non-negative delay per channel")
+    ext = node.metadata.get("ranvier", {}) if isinstance(getattr(node, "metadata", None), dict) else {}
+    max_delay = float(ext.get("max_delay", max(1.0, math.ceil(float(steps.max())))))
+    layer = Delay(len(steps), max_delay=max_delay)
+    _copy(layer.delay, torch.from_numpy(steps).to(layer.delay.dtype))
+    return layer
+
+
 def _is_identity_affine(node: Any) -> bool:
     weight = np.asarray(getattr(node, "weight", np.zeros(0)))
     return (isinstance(node, nir.Affine) and weight.ndim == 2 and weight.shape[0] == weight.shape[1]
@@ -534,11 +561,11 @@ def from_nir(graph: nir.NIRGraph | str | Path, *, dt: float | None = None,
             layers.append(_import_linear(name, node))
             used = 1
         elif isinstance(node, nir.Delay):
-            raise NIRImportError(f"{name}: nir.Delay cannot be imported yet: ranvier has no delay layer on this "
-                                 "branch (issue 8)")
+            layers.append(_import_delay(name, node, dt))
+            used = 1
         else:
             raise NIRImportError(f"{name}: NIR node type {type(node).__name__} has no ranvier equivalent "
-                                 "(ranvier reads Linear, Affine, LIF and LI)")
+                                 "(ranvier reads Linear, Affine, LIF, LI and Delay)")
         i += used
     wrapper = metadata.get("ranvier", {}) if isinstance(metadata.get("ranvier"), dict) else {}
     if wrapper.get("model") == "SequenceClassifier":
