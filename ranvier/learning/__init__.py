@@ -1,0 +1,4 @@
+"""Learning rules besides BPTT: online e-prop (SCIENCE.md §7) and exact sparse RTRL (§5)."""
+from .eprop import EProp as EProp
+from .eprop import EPropState as EPropState
+from .eprop import gradient_as_loss as gradient_as_loss
