@@ -2,3 +2,6 @@
 from .eprop import EProp as EProp
 from .eprop import EPropState as EPropState
 from .eprop import gradient_as_loss as gradient_as_loss
+from .rtrl import ALIFRTRL as ALIFRTRL
+from .rtrl import EGRURTRL as EGRURTRL
+from .rtrl import RTRLStats as RTRLStats
