@@ -84,6 +84,11 @@ class TrainConfig:
     download: bool = field(default=False, metadata={"help": "download missing data files from the canonical sources"})
     out: str = field(default="", metadata={"help": "run directory (default: runs/<task>-<model>-seed<seed>)"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
+    # learning rule (issue 9): BPTT or online e-prop (ranvier.learning.eprop, SCIENCE.md §7)
+    learning: str = field(default="bptt", metadata={"help": "bptt | eprop (online e-prop; lif, alif and lsnn only)"})
+    feedback: str = field(default="symmetric", metadata={"help": "e-prop learning signals: symmetric | random | adaptive"})
+    feedback_decay: float = field(default=0.0, metadata={"help": "e-prop adaptive feedback: weight decay added to B's gradient"})
+    filter_traces: bool = field(default=True, metadata={"help": "e-prop: low-pass the eligibility traces with the readout decay"})
 
     def __post_init__(self) -> None:
         from .tasks.registry import LANGUAGE_TASKS, TASKS

@@ -186,3 +186,59 @@ def test_bad_inputs_raise_clear_errors():
         eprop.classification_gradients(torch.zeros(2, 5, 9, dtype=torch.float64), torch.zeros(2, dtype=torch.long))
     with pytest.raises(RuntimeError, match="no step was collected"):
         eprop.deliver(eprop.initial_state(2), torch.zeros(2, 3, dtype=torch.float64))
+
+
+def test_train_with_eprop_resumes_identically(tmp_path, monkeypatch):
+    """An interrupted e-prop run (adaptive feedback: B is trained and checkpointed) resumes to
+    the same result as an uninterrupted one."""
+    from ranvier import train
+    from ranvier.config import build_config
+
+    tiny = dict(task="mnist1d", model="lsnn", hidden_size=16, batch_size=64, epochs=1, max_steps=4, checkpoint_every=2,
+                progress=False, threads=1, learning="eprop", feedback="adaptive", rate_reg=0.1)
+    m = train.fit(build_config({**tiny, "out": str(tmp_path / "a")}))
+    assert m["steps"] == 4 and 0.0 <= m["test_accuracy"] <= 1.0
+    real_lr = train._learning_rate
+
+    def dying_lr(cfg, step, total, *args):
+        if step == 3:
+            raise KeyboardInterrupt()
+        return real_lr(cfg, step, total, *args)
+
+    monkeypatch.setattr(train, "_learning_rate", dying_lr)
+    with pytest.raises(KeyboardInterrupt):
+        train.fit(build_config({**tiny, "out": str(tmp_path / "b")}))
+    monkeypatch.setattr(train, "_learning_rate", real_lr)
+    resumed = train.fit(build_config({**tiny, "out": str(tmp_path / "b")}), resume=True)
+    assert resumed["test_accuracy"] == m["test_accuracy"] and resumed["test_loss"] == m["test_loss"]
+
+
+@pytest.mark.parametrize("model", ["egru", "gru", "lstm"])
+def test_train_with_eprop_rejects_models_without_eligibility_traces(model, tmp_path):
+    from ranvier import train
+    from ranvier.config import build_config
+
+    cfg = build_config(dict(task="mnist1d", model=model, learning="eprop", max_steps=1, out=str(tmp_path), progress=False))
+    with pytest.raises(ValueError, match="--learning eprop trains the spiking models"):
+        train.fit(cfg)
+
+
+def test_eprop_job_gradients_equal_eprop(tmp_path):
+    """The training job hands exactly EProp's gradients to the optimizer."""
+    from ranvier.config import build_config
+    from ranvier.learning.eprop_job import make_local_learning_job
+
+    cfg = build_config(dict(task="mnist1d", model="alif", hidden_size=12, batch_size=16, learning="eprop",
+                            rate_reg=0.2, max_steps=1, progress=False))
+    job = make_local_learning_job(cfg)
+    loss, stats = job.loss(0)
+    loss.backward()
+    index = job._orders[0][:16]
+    x, y = job.task.encode(job.task.x_train[index]), job.task.y_train[index]
+    _, state = job.eprop.classification_gradients(x, y, readout_steps=job.model.readout_steps)
+    want = job.eprop.gradients(state)
+    torch.testing.assert_close(job.model.core.recurrent_weight.grad, want["core.recurrent_weight"])
+    torch.testing.assert_close(job.model.readout.linear.weight.grad, want["readout.linear.weight"])
+    assert stats["loss"] > 0 and abs(loss.item() - stats["loss"]) < 0.2
+    with pytest.raises(ValueError, match="unknown learning rule"):
+        make_local_learning_job(build_config(dict(task="mnist1d", learning="hebb", max_steps=1)))

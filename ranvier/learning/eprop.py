@@ -164,7 +164,8 @@ class EProp(nn.Module):
         """Advance one time step on input ``x_t`` ``[B, I]``: network, traces and readout.
 
         Returns ``(y_t, state)``, ``y_t`` ``[B, O]`` the readout (as :class:`~ranvier.LeakyReadout`
-        computes it). With ``collect=True`` the step's filtered traces are added to the window
+        computes it). The per-synapse tensors of ``state`` are updated in place (online: the
+        memory stays constant). With ``collect=True`` the step's filtered traces are added to the window
         whose learning signal the next :meth:`deliver` applies.
         """
         core, conv = self.core, self.core.convention
@@ -192,38 +193,47 @@ class EProp(nn.Module):
             psi = torch.where(old.refractory > 0, torch.zeros_like(psi), psi)
 
         # eligibility vectors: ε_t = (∂h_t/∂h_{t−1}) ε_{t−1} + ∂h_t/∂W, with z_{t−1} → I_t and the
-        # reset stopped; h = (v, b, z), every derivative elementwise per neuron.
+        # reset stopped; h = (v, b, z), every derivative elementwise per neuron. The [B, H, N]
+        # tensors are updated in place (fused ops): they are most of the cost of a step.
         alpha_v = alpha[:1] if state.eps_v.shape[1] == 1 else alpha  # shared ε^v: every α is the same
-        gain_in = (1.0 - alpha_v)[:, None] if conv.scale_input else 1.0
-        eps_v = alpha_v[:, None] * state.eps_v + gain_in * pre_t
-        eps_b = None
-        trace = (psi / norm)[:, :, None] * (state.eps_v if conv.spike_from_previous else eps_v)
-        if self.adaptive:
+        gain_pre = (1.0 - alpha_v)[:, None] * pre_t if conv.scale_input else pre_t
+        eps_v, eps_b, trace = state.eps_v, state.eps_b, state.trace
+        if self.adaptive:  # ε^b_t = ρ·ε^b_{t−1} + g_b·e_{t−1} (b_t reads the unit's own z_{t−1})
             rho = torch.exp(-dt / core.tau_adapt)
-            gain_b = (1.0 - rho) if conv.adapt_one_minus_rho else torch.ones_like(rho)
-            eps_b = rho[:, None] * state.eps_b + gain_b[:, None] * state.trace
-            if conv.reset_by_adaptive:  # v_t − z_{t−1}·A_t·dt: v sees b_t through the reset amount
-                eps_v = eps_v - (dt * core.beta * old.z)[:, :, None] * eps_b
-                if not conv.spike_from_previous:
-                    trace = (psi / norm)[:, :, None] * eps_v
-            # ∂u/∂A = −(1 + u·[norm = A])/norm, ∂A/∂b = β
+            eps_b.mul_(rho[:, None])
+            if conv.adapt_one_minus_rho:
+                eps_b.addcmul_(trace, (1.0 - rho)[:, None])
+            else:
+                eps_b.add_(trace)
+        scale = (psi / norm)[:, :, None]  # ∂z/∂v = ψ/N
+        if conv.spike_from_previous:  # z_t reads v_{t−1}: its eligibility vector before the update
+            trace = torch.mul(eps_v, scale, out=trace)
+        torch.addcmul(gain_pre, eps_v, alpha_v[:, None], out=eps_v)
+        if self.adaptive and conv.reset_by_adaptive:  # v_t − z_{t−1}·A_t·dt sees b_t through A_t
+            eps_v.addcmul_(eps_b, (-dt * core.beta * old.z)[:, :, None])
+        if not conv.spike_from_previous:
+            trace = torch.mul(eps_v, scale, out=trace)
+        if self.adaptive:  # ∂u/∂A = −(1 + u·[N = A])/N, ∂A/∂b = β
             du_da = (1.0 + u) if conv.normalize_by_adaptive else torch.ones_like(u)
-            trace = trace - (psi * du_da * core.beta / norm)[:, :, None] * eps_b
+            trace.addcmul_(eps_b, (-psi * du_da * core.beta / norm)[:, :, None])
 
         kappa = self.readout.decay
         if self.filter_traces and kappa > 0:
-            filtered = kappa * state.filtered + (1.0 - kappa) * trace
+            filtered = state.filtered.lerp_(trace, 1.0 - kappa)
         else:
             filtered = trace
         readout = kappa * state.readout + (1.0 - kappa) * z if kappa > 0 else z
         y = readout @ effective_weight(self.readout.linear, "weight").t() + self.readout.linear.bias
-        window_trace, window_readout, window_steps = state.window_trace, state.window_readout, state.window_steps
+        window_readout, window_steps = state.window_readout, state.window_steps
         if collect:
-            window_trace, window_readout, window_steps = window_trace + filtered, window_readout + readout, window_steps + 1
+            state.window_trace.add_(filtered)
+            window_readout, window_steps = window_readout + readout, window_steps + 1
+        if self.rate_reg > 0:
+            state.trace_sum.add_(trace.sum(0))
         state = state._replace(
             neuron=new, eps_v=eps_v, eps_b=eps_b, trace=trace, filtered=filtered, readout=readout,
-            window_trace=window_trace, window_readout=window_readout, window_steps=window_steps,
-            trace_sum=state.trace_sum + trace.sum(0), spike_sum=state.spike_sum + z.sum(0), steps=state.steps + 1)
+            window_readout=window_readout, window_steps=window_steps, spike_sum=state.spike_sum + z.sum(0),
+            steps=state.steps + 1)
         return y, state
 
     # ---------------------------------------------------------------------------------- learning
@@ -244,12 +254,13 @@ class EProp(nn.Module):
         if state.window_steps == 0:
             raise RuntimeError("deliver: no step was collected since the last delivery (step(..., collect=True))")
         signal = error @ self.feedback_matrix().t()  # [B, H]: L_j = Σ_k B_jk ∂E/∂y_k
-        zeros_t, zeros_r = torch.zeros_like(state.window_trace), torch.zeros_like(state.window_readout)
-        return state._replace(
+        state = state._replace(
             grad_core=state.grad_core + torch.einsum("bh,bhn->hn", signal, state.window_trace),
             grad_readout_weight=state.grad_readout_weight + error.t() @ state.window_readout,
             grad_readout_bias=state.grad_readout_bias + state.window_steps * error.sum(0),
-            window_trace=zeros_t, window_readout=zeros_r, window_steps=0)
+            window_readout=torch.zeros_like(state.window_readout), window_steps=0)
+        state.window_trace.zero_()
+        return state
 
     @torch.no_grad()
     def gradients(self, state: EPropState) -> dict[str, Tensor]:
