@@ -64,6 +64,7 @@ class EPropState(NamedTuple):
     eps_v: Tensor  # [B, H, N] (or [B, 1, N] when every unit has the same α and nothing couples v to b)
     eps_b: Tensor | None  # [B, H, N], ALIF only
     trace: Tensor  # e_t = ∂z_t/∂W (local) [B, H, N]
+    trace_rows: Tensor  # the rows (sample·H + unit) of ``trace`` that may be non-zero (ψ_t ≠ 0)
     filtered: Tensor  # ē_t [B, H, N]
     readout: Tensor  # z̃_t = κ·z̃_{t−1} + (1 − κ)·z_t [B, H]: the readout is y_t = W z̃_t + b
     window_trace: Tensor  # Σ ē over the steps collected since the last delivery [B, H, N]
@@ -154,6 +155,7 @@ class EProp(nn.Module):
         return EPropState(
             neuron=core.initial_state(batch_size), eps_v=zeros(batch_size, 1 if shared_v else h, n),
             eps_b=zeros(batch_size, h, n) if self.adaptive else None, trace=zeros(batch_size, h, n),
+            trace_rows=torch.zeros(0, dtype=torch.long, device=w.device),
             filtered=zeros(batch_size, h, n), readout=zeros(batch_size, h), window_trace=zeros(batch_size, h, n),
             window_readout=zeros(batch_size, h), window_steps=0, trace_sum=zeros(h, n), spike_sum=zeros(h), steps=0,
             grad_core=zeros(h, n), grad_readout_weight=zeros(o, h), grad_readout_bias=zeros(o))
@@ -194,32 +196,41 @@ class EProp(nn.Module):
 
         # eligibility vectors: ε_t = (∂h_t/∂h_{t−1}) ε_{t−1} + ∂h_t/∂W, with z_{t−1} → I_t and the
         # reset stopped; h = (v, b, z), every derivative elementwise per neuron. The [B, H, N]
-        # tensors are updated in place (fused ops): they are most of the cost of a step.
-        alpha_v = alpha[:1] if state.eps_v.shape[1] == 1 else alpha  # shared ε^v: every α is the same
-        gain_pre = (1.0 - alpha_v)[:, None] * pre_t if conv.scale_input else pre_t
+        # tensors are updated in place, and the trace e_t = ψ_t·(…) only in the rows (sample, unit)
+        # where ψ_t ≠ 0: with sparse activity most rows are zero, and only the decays of ε^v, ε^b
+        # and ē touch every synapse.
+        batch, hidden, n_pre = state.trace.shape
         eps_v, eps_b, trace = state.eps_v, state.eps_b, state.trace
+        trace_rows = trace.view(-1, n_pre)  # row r = (sample r // H, unit r % H)
+        rows_prev, rows = state.trace_rows, psi.reshape(-1).nonzero().squeeze(1)
+        units = rows % hidden
+        alpha_v = alpha[:1] if eps_v.shape[1] == 1 else alpha  # shared ε^v: every α is the same
+        gain_pre = (1.0 - alpha_v)[:, None] * pre_t if conv.scale_input else pre_t
         if self.adaptive:  # ε^b_t = ρ·ε^b_{t−1} + g_b·e_{t−1} (b_t reads the unit's own z_{t−1})
             rho = torch.exp(-dt / core.tau_adapt)
             eps_b.mul_(rho[:, None])
-            if conv.adapt_one_minus_rho:
-                eps_b.addcmul_(trace, (1.0 - rho)[:, None])
-            else:
-                eps_b.add_(trace)
-        scale = (psi / norm)[:, :, None]  # ∂z/∂v = ψ/N
+            gain_b = (1.0 - rho) if conv.adapt_one_minus_rho else torch.ones_like(rho)
+            eps_b.view(-1, n_pre).index_add_(0, rows_prev, gain_b[rows_prev % hidden, None] * trace_rows[rows_prev])
         if conv.spike_from_previous:  # z_t reads v_{t−1}: its eligibility vector before the update
-            trace = torch.mul(eps_v, scale, out=trace)
+            source = _rows(eps_v, rows, hidden).clone()
         torch.addcmul(gain_pre, eps_v, alpha_v[:, None], out=eps_v)
         if self.adaptive and conv.reset_by_adaptive:  # v_t − z_{t−1}·A_t·dt sees b_t through A_t
-            eps_v.addcmul_(eps_b, (-dt * core.beta * old.z)[:, :, None])
+            spiked = old.z.reshape(-1).nonzero().squeeze(1)
+            coef = (-dt * core.beta * old.z).reshape(-1)[spiked, None]
+            eps_v.view(-1, n_pre).index_add_(0, spiked, coef * eps_b.view(-1, n_pre)[spiked])
         if not conv.spike_from_previous:
-            trace = torch.mul(eps_v, scale, out=trace)
+            source = _rows(eps_v, rows, hidden)
+        values = (psi / norm).reshape(-1)[rows, None] * source  # ∂z/∂v = ψ/N
         if self.adaptive:  # ∂u/∂A = −(1 + u·[N = A])/N, ∂A/∂b = β
             du_da = (1.0 + u) if conv.normalize_by_adaptive else torch.ones_like(u)
-            trace.addcmul_(eps_b, (-psi * du_da * core.beta / norm)[:, :, None])
+            values -= (psi * du_da * core.beta / norm).reshape(-1)[rows, None] * eps_b.view(-1, n_pre)[rows]
+        trace_rows.index_fill_(0, rows_prev, 0.0)
+        trace_rows.index_copy_(0, rows, values)
 
         kappa = self.readout.decay
-        if self.filter_traces and kappa > 0:
-            filtered = state.filtered.lerp_(trace, 1.0 - kappa)
+        if self.filter_traces and kappa > 0:  # ē_t = κ·ē_{t−1} + (1 − κ)·e_t
+            filtered = state.filtered.mul_(kappa)
+            filtered.view(-1, n_pre).index_add_(0, rows, (1.0 - kappa) * values)
         else:
             filtered = trace
         readout = kappa * state.readout + (1.0 - kappa) * z if kappa > 0 else z
@@ -229,9 +240,9 @@ class EProp(nn.Module):
             state.window_trace.add_(filtered)
             window_readout, window_steps = window_readout + readout, window_steps + 1
         if self.rate_reg > 0:
-            state.trace_sum.add_(trace.sum(0))
+            state.trace_sum.index_add_(0, units, values)
         state = state._replace(
-            neuron=new, eps_v=eps_v, eps_b=eps_b, trace=trace, filtered=filtered, readout=readout,
+            neuron=new, eps_v=eps_v, eps_b=eps_b, trace=trace, trace_rows=rows, filtered=filtered, readout=readout,
             window_readout=window_readout, window_steps=window_steps, spike_sum=state.spike_sum + z.sum(0),
             steps=state.steps + 1)
         return y, state
@@ -325,6 +336,13 @@ class EProp(nn.Module):
         logits = (state.window_readout / k) @ effective_weight(linear, "weight").t() + linear.bias
         error = (torch.softmax(logits, -1) - F.one_hot(labels, logits.shape[-1]).to(logits.dtype)) / (x.shape[0] * k)
         return logits.detach(), self.deliver(state, error)
+
+
+def _rows(eps_v: Tensor, rows: Tensor, hidden: int) -> Tensor:
+    """Rows ``(sample·H + unit)`` of ``ε^v`` ``[B, H, N]``, or of a shared ``[B, 1, N]`` one."""
+    if eps_v.shape[1] == 1:
+        return eps_v[:, 0][rows // hidden]
+    return eps_v.reshape(-1, eps_v.shape[-1])[rows]
 
 
 def _masked(module: nn.Module, name: str, grad: Tensor) -> Tensor:
