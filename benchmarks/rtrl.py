@@ -10,8 +10,8 @@ three gates (a synapse exists or not), on the input and the recurrent weights.
 
 Both versions run the same exact recursion (``ranvier.learning.rtrl.EGRURTRL``); the dense one
 forms ``J`` densely and keeps every row and column. Operations are the multiply-adds each version
-actually performs (counted by the code); wall times are medians over the measured steps, taken
-side by side in one process on a shared machine (ratios are what to compare).
+actually performs (counted by the code); wall times are medians over the measured steps, the two
+versions stepping alternately in one process on a shared machine (ratios are what to compare).
 
     python benchmarks/rtrl.py [--quick] [--steps 6] [--threads 1]
 """
@@ -53,26 +53,34 @@ def make_egru(n: int, activity: float, weight_density: float, seed: int) -> EGRU
     return egru
 
 
-def run(rtrl: EGRURTRL, xs: torch.Tensor) -> tuple[list[float], dict]:
-    state = rtrl.initial_state(1)
-    times = []
+def run_side_by_side(egru: EGRU, xs: torch.Tensor) -> dict[str, tuple[float, dict]]:
+    """Sparse and dense RTRL step by step in lockstep (alternating), so that the load of a shared
+    machine hits both alike. Returns ``{"sparse"|"dense": (median seconds per step, counts)}``."""
+    runs = {"sparse": EGRURTRL(egru, sparse=True), "dense": EGRURTRL(egru, sparse=False)}
+    states = {k: r.initial_state(1) for k, r in runs.items()}
+    times: dict[str, list[float]] = {k: [] for k in runs}
     for t, x_t in enumerate(xs.unbind(0)):
-        start = time.perf_counter()
-        y, state = rtrl.step(x_t, state)
-        state = rtrl.accumulate(state, torch.ones_like(y))
-        if t >= WARMUP:
-            times.append(time.perf_counter() - start)
-    density_state, density_event = rtrl.influence_density(state)
-    s = rtrl.stats
+        for k, rtrl in runs.items():
+            start = time.perf_counter()
+            y, states[k] = rtrl.step(x_t, states[k])
+            states[k] = rtrl.accumulate(states[k], torch.ones_like(y))
+            if t >= WARMUP:
+                times[k].append(time.perf_counter() - start)
+    out = {}
     measured = slice(WARMUP, None)
-    return times, {
-        "ops_product": statistics.mean(s.ops_product[measured]),
-        "ops_total": statistics.mean(s.ops()[measured]),
-        "active_fraction": statistics.mean(s.active[measured]) / rtrl.hidden_size,
-        "density_state_influence": density_state,
-        "density_event_influence": density_event,
-        "state_bytes": rtrl.state_bytes(state),
-    }
+    for k, rtrl in runs.items():
+        density_state, density_event = rtrl.influence_density(states[k])
+        s = rtrl.stats
+        out[k] = (statistics.median(times[k]), {
+            "ops_product": statistics.mean(s.ops_product[measured]),
+            "ops_total": statistics.mean(s.ops()[measured]),
+            "active_fraction": statistics.mean(s.active[measured]) / rtrl.hidden_size,
+            "density_state_influence": density_state,
+            "density_event_influence": density_event,
+            "state_bytes": rtrl.state_bytes(states[k]),
+        })
+    torch.testing.assert_close(states["sparse"].grad, states["dense"].grad[runs["dense"].column_mask != 0])
+    return out
 
 
 def bptt_saved_bytes(egru: EGRU, steps: int) -> int:
@@ -133,21 +141,14 @@ def main() -> None:
     steps = 4 if args.quick else args.steps
     rows = []
     started = time.perf_counter()
-    dense_cache: dict[tuple[int, float], tuple[float, dict]] = {}
     for n in sizes:
         for w in WEIGHT_DENSITY:
             for a in ACTIVITY:
                 egru = make_egru(n, a, w, seed=n)
                 xs = torch.randn(WARMUP + steps, 1, INPUTS, generator=torch.Generator().manual_seed(1))
-                sparse_times, sparse = run(EGRURTRL(egru, sparse=True), xs)
-                # The dense version does the same work whatever the activity: at n = 128 it is timed once
-                # per weight density (at 100 % activity) and reused, to keep the run short.
-                key = (n, w)
-                if n < 128 or key not in dense_cache:
-                    dense_times, dense = run(EGRURTRL(egru, sparse=False), xs)
-                    dense_cache[key] = (statistics.median(dense_times), dense)
-                dense_time, dense = dense_cache[key]
-                sparse_time = statistics.median(sparse_times)
+                results = run_side_by_side(egru, xs)
+                sparse_time, sparse = results["sparse"]
+                dense_time, dense = results["dense"]
                 row = {
                     "n": n, "activity_nominal": a, "weight_density": w,
                     "active_fraction": sparse["active_fraction"],

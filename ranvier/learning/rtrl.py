@@ -149,7 +149,7 @@ class _RTRLBase(nn.Module):
                 out.append(torch.sparse.mm(jac[b].to_sparse(), rows[b]))
             else:
                 out.append(jac[b] @ rows[b])
-        return torch.stack(out), ops
+        return (out[0][None] if batch == 1 else torch.stack(out)), ops
 
     def _active(self, event_derivative: Tensor) -> Tensor:
         return (event_derivative != 0).any(0).nonzero(as_tuple=True)[0]
@@ -294,7 +294,7 @@ class EGRURTRL(_RTRLBase):
         active = self._all_or_active(d_old)
         event = d_old[:, active, None] * m[:, active]  # M^y_{t−1} = D_{t−1} ⊙ M_{t−1}, active rows
         coupling, ops_product = self._event_product(w_hh, coef[:, 1], event, active)
-        m_new = keep[:, :, None] * m + coupling
+        m_new = coupling.addcmul_(keep[:, :, None], m)  # Λ_t ⊙ M_{t−1} + A_t·M^y_{t−1}
         pre = torch.cat([x_t, old.y], 1)
         values = self._immediate(coef, pre)  # [B, P]
         m_new[:, self.column_unit, torch.arange(p, device=m.device)] += values
