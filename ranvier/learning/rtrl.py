@@ -23,7 +23,8 @@ unit that neither emitted an event nor sits in the pseudo-derivative window (EGR
   unmasked weights), and ``A_t`` has the zeros of the recurrent mask, so the product is a sparse
   (COO) × dense product over ``nnz(A_t[:, 𝒜])`` entries.
 
-The savings multiply. ``sparse=False`` runs the same recursion densely (all rows, all columns, a
+The columns are fixed when the RTRL object is built: build a new one after changing a mask
+(e.g. after a DEEP R rewiring step). The savings multiply. ``sparse=False`` runs the same recursion densely (all rows, all columns, a
 dense ``J``) as the reference; ``tests/test_rtrl.py`` checks that both equal BPTT (autograd on the
 layer) to 1e-6 in float64 and that what the sparse version skips is exactly zero in the dense one.
 Note that the influence of the *internal* state (EGRU ``ĉ``, ALIF ``v`` and ``b``) is not
@@ -109,7 +110,7 @@ class _RTRLBase(nn.Module):
         self.register_buffer("column_pre", torch.cat(pre), persistent=False)  # index into [x_t, y_{t−1}]
         self.register_buffer("column_which", torch.cat(which), persistent=False)  # 0: input, 1: recurrent weight
         masks = [get_mask(layer, name) for name in self.weight_names]
-        flat = [m.reshape(-1) if m is not None else torch.ones(getattr(layer, nm).numel(), device=self.columns.device)
+        flat = [m.reshape(-1) if m is not None else torch.ones_like(getattr(layer, nm)).reshape(-1)
                 for m, nm in zip(masks, self.weight_names)]
         self.register_buffer("column_mask", torch.cat(flat)[self.columns], persistent=False)
 
@@ -253,6 +254,8 @@ class EGRURTRL(_RTRLBase):
         self._setup_columns(egru, sparse)
 
     def initial_state(self, batch_size: int) -> RTRLState:
+        """Zero state and influence for a new sequence (and fresh :attr:`stats`)."""
+        self.stats = RTRLStats()
         self.layer._project_thresholds()  # as EGRU.forward does before a sequence
         w = self.layer.weight_hh_l0
         zeros = torch.zeros(batch_size, self.hidden_size, dtype=w.dtype, device=w.device)
@@ -342,6 +345,8 @@ class ALIFRTRL(_RTRLBase):
         self._setup_columns(layer, sparse)
 
     def initial_state(self, batch_size: int) -> RTRLState:
+        """Zero state and influence for a new sequence (and fresh :attr:`stats`)."""
+        self.stats = RTRLStats()
         w = self.layer.recurrent_weight
         zeros = lambda: torch.zeros(batch_size, self.hidden_size, self.n_params, dtype=w.dtype, device=w.device)  # noqa: E731
         influence = (zeros(), zeros(), zeros()) if self.adaptive else (zeros(), zeros())  # (v, z[, b])
