@@ -89,13 +89,16 @@ def inputs(batch=5, steps=30, n_in=4):
     return x, torch.randint(0, 3, (batch,))
 
 
+@pytest.mark.parametrize("rows", ["row-sparse", "dense", "mixed"])
 @pytest.mark.parametrize("kind", ["lif", "alif"])
 @pytest.mark.parametrize("convention", [EPROP_CONVENTION, LSNN_CONVENTION, MIXED], ids=["eprop", "lsnn", "mixed"])
-def test_eprop_equals_autodiff_of_factorised_gradient(kind, convention):
+def test_eprop_equals_autodiff_of_factorised_gradient(kind, convention, rows):
     core, readout = network(kind, convention, bias=True)
     x, labels = inputs()
     k, rate_reg, target = 3, 0.7, 0.05
     eprop = EProp(core, readout, rate_reg=rate_reg, target_rate=target)
+    # the trace is updated row by row (rows with ψ ≠ 0) or all at once; "mixed" switches between them
+    eprop.dense_above = {"row-sparse": 1.0, "dense": -1.0, "mixed": 0.1}[rows]
     logits, state = eprop.classification_gradients(x, labels, readout_steps=k)
     got = eprop.gradients(state)
     want, z = autodiff_eprop(core, readout, x, labels, k=k, rate_reg=rate_reg, target_rate=target)
@@ -155,7 +158,7 @@ def test_online_memory_does_not_grow_with_sequence_length():
     def state_bytes(steps):
         x, labels = inputs(steps=steps)
         _, state = eprop.classification_gradients(x, labels)
-        assert state.trace_rows.numel() <= 5 * 7  # the active rows of the last step: at most B·H
+        assert state.trace_rows is None or state.trace_rows.numel() <= 5 * 7  # rows of the last step: at most B·H
         fixed = [t for name, t in state._asdict().items() if isinstance(t, torch.Tensor) and name != "trace_rows"]
         return sum(t.numel() * t.element_size() for t in [*fixed, *state.neuron])
 

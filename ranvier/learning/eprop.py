@@ -64,7 +64,7 @@ class EPropState(NamedTuple):
     eps_v: Tensor  # [B, H, N] (or [B, 1, N] when every unit has the same α and nothing couples v to b)
     eps_b: Tensor | None  # [B, H, N], ALIF only
     trace: Tensor  # e_t = ∂z_t/∂W (local) [B, H, N]
-    trace_rows: Tensor  # the rows (sample·H + unit) of ``trace`` that may be non-zero (ψ_t ≠ 0)
+    trace_rows: Tensor | None  # the rows (sample·H + unit) of ``trace`` that may be non-zero; None: all
     filtered: Tensor  # ē_t [B, H, N]
     readout: Tensor  # z̃_t = κ·z̃_{t−1} + (1 − κ)·z_t [B, H]: the readout is y_t = W z̃_t + b
     window_trace: Tensor  # Σ ē over the steps collected since the last delivery [B, H, N]
@@ -131,6 +131,9 @@ class EProp(nn.Module):
         self.target_rate = float(target_rate)
         self.feedback_decay = float(feedback_decay)
         self.adaptive = isinstance(core, ALIF)
+        # Above this fraction of (sample, unit) rows with ψ ≠ 0, a step updates the whole trace
+        # tensor at once instead of gathering rows (both compute the same; only speed differs).
+        self.dense_above = 0.25
         self.n_pre = core.input_size + (core.hidden_size if core.recurrent_weight is not None else 0) + (core.bias is not None)
         if feedback != "symmetric":
             w = readout.linear.weight
@@ -203,44 +206,67 @@ class EProp(nn.Module):
         eps_v, eps_b, trace = state.eps_v, state.eps_b, state.trace
         trace_rows = trace.view(-1, n_pre)  # row r = (sample r // H, unit r % H)
         rows_prev, rows = state.trace_rows, psi.reshape(-1).nonzero().squeeze(1)
-        units = rows % hidden
+        dense = rows.numel() > self.dense_above * batch * hidden  # gathering most rows costs more than it saves
+        scale = psi / norm  # ∂z/∂v = ψ/N
+        if self.adaptive:  # ∂u/∂A = −(1 + u·[N = A])/N, ∂A/∂b = β
+            du_da = (1.0 + u) if conv.normalize_by_adaptive else torch.ones_like(u)
+            scale_b = psi * du_da * core.beta / norm
         alpha_v = alpha[:1] if eps_v.shape[1] == 1 else alpha  # shared ε^v: every α is the same
         gain_pre = (1.0 - alpha_v)[:, None] * pre_t if conv.scale_input else pre_t
         if self.adaptive:  # ε^b_t = ρ·ε^b_{t−1} + g_b·e_{t−1} (b_t reads the unit's own z_{t−1})
             rho = torch.exp(-dt / core.tau_adapt)
             eps_b.mul_(rho[:, None])
             gain_b = (1.0 - rho) if conv.adapt_one_minus_rho else torch.ones_like(rho)
-            eps_b.view(-1, n_pre).index_add_(0, rows_prev, gain_b[rows_prev % hidden, None] * trace_rows[rows_prev])
+            if rows_prev is None:
+                eps_b.addcmul_(trace, gain_b[:, None])
+            else:
+                eps_b.view(-1, n_pre).index_add_(0, rows_prev, gain_b[rows_prev % hidden, None] * trace_rows[rows_prev])
         if conv.spike_from_previous:  # z_t reads v_{t−1}: its eligibility vector before the update
-            source = _rows(eps_v, rows, hidden).clone()
+            if dense:
+                torch.mul(eps_v, scale[:, :, None], out=trace)
+            else:
+                source = _rows(eps_v, rows, hidden).clone()
         torch.addcmul(gain_pre, eps_v, alpha_v[:, None], out=eps_v)
         if self.adaptive and conv.reset_by_adaptive:  # v_t − z_{t−1}·A_t·dt sees b_t through A_t
             spiked = old.z.reshape(-1).nonzero().squeeze(1)
             coef = (-dt * core.beta * old.z).reshape(-1)[spiked, None]
             eps_v.view(-1, n_pre).index_add_(0, spiked, coef * eps_b.view(-1, n_pre)[spiked])
-        if not conv.spike_from_previous:
-            source = _rows(eps_v, rows, hidden)
-        values = (psi / norm).reshape(-1)[rows, None] * source  # ∂z/∂v = ψ/N
-        if self.adaptive:  # ∂u/∂A = −(1 + u·[N = A])/N, ∂A/∂b = β
-            du_da = (1.0 + u) if conv.normalize_by_adaptive else torch.ones_like(u)
-            values -= (psi * du_da * core.beta / norm).reshape(-1)[rows, None] * eps_b.view(-1, n_pre)[rows]
-        trace_rows.index_fill_(0, rows_prev, 0.0)
-        trace_rows.index_copy_(0, rows, values)
-
         kappa = self.readout.decay
-        if self.filter_traces and kappa > 0:  # ē_t = κ·ē_{t−1} + (1 − κ)·e_t
-            filtered = state.filtered.mul_(kappa)
-            filtered.view(-1, n_pre).index_add_(0, rows, (1.0 - kappa) * values)
-        else:
-            filtered = trace
+        filter_traces = self.filter_traces and kappa > 0
+        if dense:  # every row at once, in place
+            if not conv.spike_from_previous:
+                torch.mul(eps_v, scale[:, :, None], out=trace)
+            if self.adaptive:
+                trace.addcmul_(eps_b, -scale_b[:, :, None])
+            filtered = state.filtered.lerp_(trace, 1.0 - kappa) if filter_traces else trace
+            if self.rate_reg > 0:
+                state.trace_sum.add_(trace.sum(0))
+            rows = None
+        else:  # only the rows with ψ ≠ 0
+            if not conv.spike_from_previous:
+                source = _rows(eps_v, rows, hidden)
+            values = scale.reshape(-1)[rows, None] * source
+            if self.adaptive:
+                values -= scale_b.reshape(-1)[rows, None] * eps_b.view(-1, n_pre)[rows]
+            if rows_prev is None:
+                trace.zero_()
+            else:
+                trace_rows.index_fill_(0, rows_prev, 0.0)
+            trace_rows.index_copy_(0, rows, values)
+            if filter_traces:  # ē_t = κ·ē_{t−1} + (1 − κ)·e_t
+                filtered = state.filtered.mul_(kappa)
+                filtered.view(-1, n_pre).index_add_(0, rows, (1.0 - kappa) * values)
+            else:
+                filtered = trace
+            if self.rate_reg > 0:
+                state.trace_sum.index_add_(0, rows % hidden, values)
+
         readout = kappa * state.readout + (1.0 - kappa) * z if kappa > 0 else z
         y = readout @ effective_weight(self.readout.linear, "weight").t() + self.readout.linear.bias
         window_readout, window_steps = state.window_readout, state.window_steps
         if collect:
             state.window_trace.add_(filtered)
             window_readout, window_steps = window_readout + readout, window_steps + 1
-        if self.rate_reg > 0:
-            state.trace_sum.index_add_(0, units, values)
         state = state._replace(
             neuron=new, eps_v=eps_v, eps_b=eps_b, trace=trace, trace_rows=rows, filtered=filtered, readout=readout,
             window_readout=window_readout, window_steps=window_steps, spike_sum=state.spike_sum + z.sum(0),
