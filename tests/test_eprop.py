@@ -186,8 +186,12 @@ def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match="unknown feedback"):
         EProp(core, readout, feedback="magic")
     eprop = EProp(core, readout)
-    with pytest.raises(ValueError, match="x must be"):
+    with pytest.raises(ValueError, match="input_size=4"):
         eprop.classification_gradients(torch.zeros(2, 5, 9, dtype=torch.float64), torch.zeros(2, dtype=torch.long))
+    with pytest.raises(ValueError, match="NaN"):
+        eprop.classification_gradients(torch.full((2, 5, 4), float("nan"), dtype=torch.float64), torch.zeros(2, dtype=torch.long))
+    with pytest.raises(ValueError, match="x_t must be"):
+        eprop.step(torch.zeros(3, 4, dtype=torch.float64), eprop.initial_state(2))
     with pytest.raises(RuntimeError, match="no step was collected"):
         eprop.deliver(eprop.initial_state(2), torch.zeros(2, 3, dtype=torch.float64))
 

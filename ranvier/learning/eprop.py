@@ -49,6 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..layers.recurrent import check_input
 from ..neurons.alif import ALIF
 from ..neurons.lif import LIF
 from ..neurons.readout import LeakyReadout
@@ -175,6 +176,8 @@ class EProp(nn.Module):
         """
         core, conv = self.core, self.core.convention
         old = state.neuron
+        if x_t.dim() != 2 or x_t.shape != (old.v.shape[0], core.input_size):
+            raise ValueError(f"x_t must be [batch={old.v.shape[0]}, {core.input_size}], got {tuple(x_t.shape)}")
         pre = [x_t]
         current = x_t @ effective_weight(core, "input_weight").t()
         if core.recurrent_weight is not None:
@@ -346,8 +349,7 @@ class EProp(nn.Module):
         ``repeat`` times. The loss is the batch mean. Returns ``(logits, state)``; the gradients
         are in the state (:meth:`gradients`, :meth:`accumulate_grad`).
         """
-        if x.dim() != 3 or x.shape[-1] != self.core.input_size:
-            raise ValueError(f"x must be [batch, time, {self.core.input_size}], got {tuple(x.shape)}")
+        check_input(x, self.core.input_size, "x")
         if labels.shape != x.shape[:1]:
             raise ValueError(f"labels must be [batch] = {tuple(x.shape[:1])}, got {tuple(labels.shape)}")
         xs = x.transpose(0, 1)
