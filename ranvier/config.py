@@ -89,6 +89,11 @@ class TrainConfig:
     train_params: str = field(default="weights", metadata={"help": "delay-snn: what to train, delays | weights | both", "flag": "--train"})
     ternary: bool = field(default=False, metadata={"help": "delay-snn: frozen ternary weights {-w, 0, +w} (with --train delays)"})
     max_delay: float = field(default=10.0, metadata={"help": "delay-snn: largest synaptic delay D_max (steps)"})
+    # learning rule (issue 9): BPTT or online e-prop (ranvier.learning.eprop, SCIENCE.md §7)
+    learning: str = field(default="bptt", metadata={"help": "bptt | eprop (online e-prop; lif, alif and lsnn only)"})
+    feedback: str = field(default="symmetric", metadata={"help": "e-prop learning signals: symmetric | random | adaptive"})
+    feedback_decay: float = field(default=0.0, metadata={"help": "e-prop adaptive feedback: weight decay added to B's gradient"})
+    filter_traces: bool = field(default=True, metadata={"help": "e-prop: low-pass the eligibility traces with the readout decay"})
 
     def __post_init__(self) -> None:
         from .tasks.registry import LANGUAGE_TASKS, TASKS

@@ -176,6 +176,10 @@ class ClassificationJob:
 def make_job(cfg: TrainConfig) -> Job:
     from .tasks.registry import LANGUAGE_TASKS
 
+    if cfg.learning != "bptt":  # issue 9: local learning rules have their own job
+        from .learning.eprop_job import make_local_learning_job
+
+        return make_local_learning_job(cfg)
     if cfg.task in LANGUAGE_TASKS:
         from .train_lm import LanguageModelJob
 
