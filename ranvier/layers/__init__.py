@@ -1,3 +1,4 @@
 """Layers that wire neurons together."""
+from .masked import MaskedLinear as MaskedLinear
 from .recurrent import SpikingRecurrent as SpikingRecurrent
 from .recurrent import check_input as check_input
