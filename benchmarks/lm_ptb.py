@@ -20,6 +20,7 @@ perplexity.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import shutil
 import tempfile
 import time
@@ -60,6 +61,34 @@ def recurrent_weight_sparsity(cfg, run_dir: str) -> float:
     return weight_sparsity(weights) if weights else 0.0
 
 
+def train_one(job: tuple) -> dict:
+    """Train one model; ``job`` = (task, model, settings, data_dir, measure eval throughput, threads)."""
+    task, model, settings, data_dir, throughput, threads = job
+    out = tempfile.mkdtemp(prefix=f"ranvier-lm-{model}-")
+    cfg = build_config({"task": task, "model": model, "out": out, "data_dir": data_dir, "progress": False,
+                        "threads": threads, **settings})
+    torch.manual_seed(0)
+    m = fit(cfg)
+    tokens = m["steps"] * cfg.batch_size * cfg.bptt
+    row = {"task": task, "model": model + (f" pruned {cfg.prune:g}" if cfg.prune > 0 else ""),
+           "hidden": f"{cfg.num_layers}x{cfg.hidden_size}",
+           "parameters": m["parameters"], "steps": m["steps"], "train_seconds": m["train_seconds"],
+           "valid_ppl": m["valid_perplexity"], "test_ppl": m["test_perplexity"],
+           "activity_sparsity": m["activity_sparsity"]["overall"],
+           "backward_sparsity": m["backward_sparsity"].get("overall", 0.0) if m["backward_sparsity"] else 0.0,
+           "effective_macs_per_token": m["effective_macs_per_token"],
+           "dense_macs_per_token": m["dense_macs_per_token"],
+           "train_tokens_per_s": tokens / m["train_seconds"]}
+    if throughput:
+        row["eval_tokens_per_s"] = eval_tokens_per_second(cfg, out)
+    else:  # issue 7's comparison is at equal steps: its runs share the machine, so no speeds are reported
+        del row["train_tokens_per_s"]
+        row["recurrent_weight_sparsity"] = recurrent_weight_sparsity(cfg, out)
+        row["connection_sparsity"] = m["connection_sparsity"]
+    shutil.rmtree(out, ignore_errors=True)
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--task", default="ptb", choices=["ptb", "wikitext2"])
@@ -78,28 +107,14 @@ def main() -> None:
                     "prune_every": max(1, args.steps // 30), "prune_scope": "layer"}
         variants = [("egru", {}), ("egru", schedule), ("gru", {})]
     budget = {"max_steps": args.steps, "epochs": 0} if args.steps > 0 else {"time_budget": args.minutes * 60}
-    rows = []
-    for model, extra in variants:
-        out = tempfile.mkdtemp(prefix=f"ranvier-lm-{model}-")
-        cfg = build_config({"task": args.task, "model": model, **budget, "out": out,
-                            "data_dir": args.data_dir, "progress": False, **extra})
-        torch.manual_seed(0)
-        m = fit(cfg)
-        tokens = m["steps"] * cfg.batch_size * cfg.bptt
-        row = {"task": args.task, "model": model + (f" pruned {cfg.prune:g}" if cfg.prune > 0 else ""),
-               "hidden": f"{cfg.num_layers}x{cfg.hidden_size}",
-               "parameters": m["parameters"], "steps": m["steps"], "train_seconds": m["train_seconds"],
-               "valid_ppl": m["valid_perplexity"], "test_ppl": m["test_perplexity"],
-               "activity_sparsity": m["activity_sparsity"]["overall"],
-               "backward_sparsity": m["backward_sparsity"].get("overall", 0.0) if m["backward_sparsity"] else 0.0,
-               "effective_macs_per_token": m["effective_macs_per_token"],
-               "dense_macs_per_token": m["dense_macs_per_token"],
-               "train_tokens_per_s": tokens / m["train_seconds"],
-               "eval_tokens_per_s": eval_tokens_per_second(cfg, out),
-               "recurrent_weight_sparsity": recurrent_weight_sparsity(cfg, out),
-               "connection_sparsity": m["connection_sparsity"]}
-        shutil.rmtree(out, ignore_errors=True)
-        rows.append(row)
+    jobs = [(args.task, model, {**budget, **extra}, args.data_dir, args.prune <= 0) for model, extra in variants]
+    if args.prune > 0:
+        # equal steps, so the three can share the machine: side by side, one thread each
+        with multiprocessing.get_context("spawn").Pool(len(jobs)) as pool:
+            rows = pool.map(train_one, [(*job, 1) for job in jobs])
+    else:
+        rows = [train_one((*job, 0)) for job in jobs]
+    for row in rows:
         print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
     by = {r["model"]: r for r in rows}
     if args.prune > 0:
