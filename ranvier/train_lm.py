@@ -35,8 +35,10 @@ def effective_macs_per_token(model: LanguageModel, densities: list[float]) -> di
     LSTM), ``d_in`` = 1 for the embedding and ``d_{k−1}`` above it; the projection (if any) costs
     ``E·H·d_last`` and the decoder ``V·E`` (dense input after a projection) or ``V·H·d_last``.
     Elementwise gate arithmetic is not counted (it is O(H), against O(H²) for the matmuls).
-    A masked (pruned or rewired) recurrent weight costs only its unmasked fraction ``w``: the
-    two savings multiply, ``G·H·(I_k·d_in·w_ih + H·d_k·w_hh)`` (issue 7).
+    A masked (pruned or rewired) recurrent weight costs only its unmasked fraction ``w``, so the
+    two savings multiply: ``G·H·(I_k·d_in·w_ih + H·d_k·w_hh)`` (issue 7; like the density scaling
+    itself, this is the expected count when the active inputs are independent of which weights are
+    kept; ``ranvier report`` counts the exact pairs).
     """
     gates = 4 if model.kind == "lstm" else 3
     E = model.embedding.embedding_dim

@@ -178,6 +178,14 @@ def test_soft_deepr_clips_at_theta_min_and_lets_dormant_connections_diffuse():
         assert torch.all(layer.weight[layer.mask != 0] == (signs * theta)[layer.mask != 0])
         assert torch.all(layer.weight[layer.mask == 0] == 0)
     assert reached_floor and revived
+    copy = MaskedLinear(10, 10, bias=False)
+    copy.load_state_dict(layer.state_dict())
+    opt2 = SoftDeepR(torch.optim.SGD(copy.parameters(), lr=0.1), {"w": (copy, "weight")}, l1=0.05,
+                     temperature=5e-3, theta_min=theta_min, connectivity=0.5)
+    opt2.load_state_dict(opt.state_dict())  # θ of dormant entries lives only in the optimiser state
+    assert torch.equal(opt2.theta[0], opt.theta[0]) and torch.equal(opt2.signs[0], signs)
+    with pytest.raises(ValueError, match="no SoftDeepR state"):
+        opt2.load_state_dict(torch.optim.SGD(copy.parameters(), lr=0.1).state_dict())
     with pytest.raises(ValueError, match="negative"):
         SoftDeepR(torch.optim.SGD(layer.parameters(), lr=0.1), {"w": (layer, "weight")}, l1=0.0, temperature=0.0,
                   theta_min=0.0)
