@@ -357,14 +357,15 @@ def test_metrics_count_masked_weights_as_zero():
     expected = (masked_in + 8) / (48 + 64)  # + the 8 self-connections of the recurrent mask
     assert connection_sparsity(layer) == pytest.approx(expected)
     x = (torch.rand(10, 2, 6) < 0.3).float()
-    z, _ = layer(x)
+    with torch.no_grad():
+        z, _ = layer(x)
     ops = layer_synops(layer, x, z)
-    dense_ops = layer_synops(ALIF(6, 8), x, z)
-    mask = layer.input_mask != 0
-    # Effective ACs of the input connection: Σ_t Σ_j x_tj · #(unmasked weights leaving j), per sample
-    input_acs = float((x.sum(dim=(0, 1)) * mask.sum(0)).sum()) / 2
-    rec_acs = ops.effective_acs - input_acs
-    assert rec_acs >= 0 and ops.effective_acs < dense_ops.effective_acs
+    # by hand: Σ_t Σ_j x_tj · #(unmasked weights leaving input j), and the same for z_{t−1} and W_rec ⊙ M
+    fan_out_in = (layer.input_mask != 0).sum(0).float()
+    fan_out_rec = ((layer.recurrent_weight * layer.recurrent_mask) != 0).sum(0).float()
+    z_prev = torch.cat([torch.zeros_like(z[:1]), z[:-1]])
+    expected = float((x.sum(dim=(0, 1)) * fan_out_in).sum() + (z_prev.sum(dim=(0, 1)) * fan_out_rec).sum())
+    assert ops.ac_total == expected and ops.mac_total == 0
     linear = MaskedLinear(6, 3, mask=torch.tensor([[1, 0, 0, 0, 0, 1]] * 3))
     assert connection_sparsity(linear) == pytest.approx(12 / 18)
-    assert layer_synops(linear, x, linear(x)).effective_acs == pytest.approx(float(x[..., [0, 5]].sum()) * 3 / 2)
+    assert layer_synops(linear, x, linear(x).detach()).effective_acs == pytest.approx(float(x[..., [0, 5]].sum()) * 3 / 2)
