@@ -7,10 +7,20 @@ Target (EGRU issue): EGRU test perplexity <= 1.10 x GRU's at activity sparsity >
 backward sparsity >= 40 %.
 
     RANVIER_DATA=../shared/data python benchmarks/lm_ptb.py [--task ptb|wikitext2] [--minutes 5]
+
+Parameter sparsity (issue 7): ``--prune 0.8 --steps N`` trains dense EGRU, EGRU whose recurrent
+weights are magnitude-pruned to 80 % on Zhu & Gupta's cubic schedule (from step N/10 to N/2,
+per layer), and dense GRU, each for the same N optimiser steps (equal work, not equal wall
+time, which a shared machine makes unfair), and writes ``lm_<task>_prune.json``. Target: the
+pruned EGRU needs >= 5x fewer effective MACs per token than the dense GRU at <= 1.15x its test
+perplexity.
+
+    RANVIER_DATA=../shared/data python benchmarks/lm_ptb.py --prune 0.8 --steps 600
 """
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import shutil
 import tempfile
 import time
@@ -40,34 +50,84 @@ def eval_tokens_per_second(cfg, run_dir: str, tokens: int = 20_000) -> float:
     return steps * cfg.eval_batch_size / sorted(times)[1]
 
 
+def recurrent_weight_sparsity(cfg, run_dir: str) -> float:
+    """Fraction of masked entries of the recurrent layers' weights (0 for a dense or torch RNN)."""
+    from ranvier.checkpoint import load_checkpoint
+    from ranvier.sparse import maskable_weights, weight_sparsity
+
+    job = LanguageModelJob(cfg)
+    load_checkpoint(f"{run_dir}/checkpoint.safetensors", job.model, restore_rng=False)
+    weights = maskable_weights(job.model)
+    return weight_sparsity(weights) if weights else 0.0
+
+
+def train_one(job: tuple) -> dict:
+    """Train one model; ``job`` = (task, model, settings, data_dir, measure eval throughput, threads)."""
+    task, model, settings, data_dir, throughput, threads = job
+    out = tempfile.mkdtemp(prefix=f"ranvier-lm-{model}-")
+    cfg = build_config({"task": task, "model": model, "out": out, "data_dir": data_dir, "progress": False,
+                        "threads": threads, **settings})
+    torch.manual_seed(0)
+    m = fit(cfg)
+    tokens = m["steps"] * cfg.batch_size * cfg.bptt
+    row = {"task": task, "model": model + (f" pruned {cfg.prune:g}" if cfg.prune > 0 else ""),
+           "hidden": f"{cfg.num_layers}x{cfg.hidden_size}",
+           "parameters": m["parameters"], "steps": m["steps"], "train_seconds": m["train_seconds"],
+           "valid_ppl": m["valid_perplexity"], "test_ppl": m["test_perplexity"],
+           "activity_sparsity": m["activity_sparsity"]["overall"],
+           "backward_sparsity": m["backward_sparsity"].get("overall", 0.0) if m["backward_sparsity"] else 0.0,
+           "effective_macs_per_token": m["effective_macs_per_token"],
+           "dense_macs_per_token": m["dense_macs_per_token"],
+           "train_tokens_per_s": tokens / m["train_seconds"]}
+    if throughput:
+        row["eval_tokens_per_s"] = eval_tokens_per_second(cfg, out)
+    else:  # issue 7's comparison is at equal steps: its runs share the machine, so no speeds are reported
+        del row["train_tokens_per_s"]
+        row["recurrent_weight_sparsity"] = recurrent_weight_sparsity(cfg, out)
+        row["connection_sparsity"] = m["connection_sparsity"]
+    shutil.rmtree(out, ignore_errors=True)
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--task", default="ptb", choices=["ptb", "wikitext2"])
     parser.add_argument("--minutes", type=float, default=5.0, help="training budget per model")
     parser.add_argument("--data-dir", default="")
     parser.add_argument("--models", nargs="+", default=list(MODELS))
+    parser.add_argument("--steps", type=int, default=0, help="train every model for this many steps instead of --minutes")
+    parser.add_argument("--prune", type=float, default=0.0,
+                        help="compare dense EGRU, EGRU pruned to this weight sparsity, and dense GRU (issue 7)")
     args = parser.parse_args()
-    rows = []
-    for model in args.models:
-        out = tempfile.mkdtemp(prefix=f"ranvier-lm-{model}-")
-        cfg = build_config({"task": args.task, "model": model, "time_budget": args.minutes * 60, "out": out,
-                            "data_dir": args.data_dir, "progress": False})
-        torch.manual_seed(0)
-        m = fit(cfg)
-        tokens = m["steps"] * cfg.batch_size * cfg.bptt
-        row = {"task": args.task, "model": model, "hidden": f"{cfg.num_layers}x{cfg.hidden_size}",
-               "parameters": m["parameters"], "steps": m["steps"], "train_seconds": m["train_seconds"],
-               "valid_ppl": m["valid_perplexity"], "test_ppl": m["test_perplexity"],
-               "activity_sparsity": m["activity_sparsity"]["overall"],
-               "backward_sparsity": m["backward_sparsity"].get("overall", 0.0) if m["backward_sparsity"] else 0.0,
-               "effective_macs_per_token": m["effective_macs_per_token"],
-               "dense_macs_per_token": m["dense_macs_per_token"],
-               "train_tokens_per_s": tokens / m["train_seconds"],
-               "eval_tokens_per_s": eval_tokens_per_second(cfg, out)}
-        shutil.rmtree(out, ignore_errors=True)
-        rows.append(row)
+    variants = [(model, {}) for model in args.models]
+    if args.prune > 0:
+        if args.steps <= 0:
+            parser.error("--prune needs --steps (the pruning schedule is in steps)")
+        schedule = {"prune": args.prune, "prune_start": args.steps // 10, "prune_end": args.steps // 2,
+                    "prune_every": max(1, args.steps // 30), "prune_scope": "layer"}
+        variants = [("egru", {}), ("egru", schedule), ("gru", {})]
+    budget = {"max_steps": args.steps, "epochs": 0} if args.steps > 0 else {"time_budget": args.minutes * 60}
+    jobs = [(args.task, model, {**budget, **extra}, args.data_dir, args.prune <= 0) for model, extra in variants]
+    if args.prune > 0:
+        # equal steps, so the three can share the machine: side by side, one thread each
+        with multiprocessing.get_context("spawn").Pool(len(jobs)) as pool:
+            rows = pool.map(train_one, [(*job, 1) for job in jobs])
+    else:
+        rows = [train_one((*job, 0)) for job in jobs]
+    for row in rows:
         print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
     by = {r["model"]: r for r in rows}
+    if args.prune > 0:
+        pruned, egru, gru = by[f"egru pruned {args.prune:g}"], by["egru"], by["gru"]
+        for row in rows:  # how the two savings multiply, against the dense GRU and the dense EGRU
+            row["macs_saving_vs_gru"] = gru["effective_macs_per_token"] / row["effective_macs_per_token"]
+            row["macs_saving_vs_dense_egru"] = egru["effective_macs_per_token"] / row["effective_macs_per_token"]
+        targets = [
+            target("dense GRU effective MACs / pruned EGRU effective MACs", pruned["macs_saving_vs_gru"], ">=", 5.0),
+            target("pruned EGRU test ppl / dense GRU test ppl", pruned["test_ppl"] / gru["test_ppl"], "<=", 1.15),
+        ]
+        write_results(f"lm_{args.task}_prune", rows, targets)
+        return
     targets = []
     if "egru" in by and "gru" in by:
         targets = [

@@ -15,6 +15,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .sparse.masks import register_missing_masks
+
 __all__ = ["save_checkpoint", "load_checkpoint", "read_meta", "atomic_write_text", "CheckpointError"]
 
 FORMAT = "ranvier-checkpoint-1"
@@ -101,6 +103,7 @@ def load_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.O
     except (SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(f"checkpoint {path} is corrupt or unreadable: {err}") from err
     model_state = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}
+    register_missing_masks(model, model_state)  # masks installed after construction (pruning, rewiring)
     try:
         model.load_state_dict(model_state)
     except RuntimeError as err:

@@ -94,6 +94,16 @@ class TrainConfig:
     feedback: str = field(default="symmetric", metadata={"help": "e-prop learning signals: symmetric | random | adaptive"})
     feedback_decay: float = field(default=0.0, metadata={"help": "e-prop adaptive feedback: weight decay added to B's gradient"})
     filter_traces: bool = field(default=True, metadata={"help": "e-prop: low-pass the eligibility traces with the readout decay"})
+    # parameter sparsity (issue 7): DEEP R rewiring or magnitude pruning of the recurrent layers' weights
+    rewiring: float = field(default=0.0, metadata={"help": "DEEP R: fraction of connections kept active (0: dense; LSNN: 0.12)"})
+    rewiring_l1: float = field(default=1e-2, metadata={"help": "DEEP R: L1 prior on active parameters (LSNN-official 1e-2)"})
+    rewiring_temperature: float = field(default=0.0, metadata={"help": "DEEP R: temperature of the parameter noise (LSNN-official 0)"})
+    rewiring_budget: str = field(default="global", metadata={"help": "DEEP R: keep K per weight matrix (per_matrix) or in total (global)"})
+    prune: float = field(default=0.0, metadata={"help": "magnitude pruning: final fraction of weights removed (0: off)"})
+    prune_start: int = field(default=0, metadata={"help": "pruning: first pruning after this many steps (0: before training)"})
+    prune_end: int = field(default=0, metadata={"help": "pruning: final sparsity reached at this step, cubic schedule (<= prune_start: one-shot)"})
+    prune_every: int = field(default=100, metadata={"help": "pruning: steps between pruning events"})
+    prune_scope: str = field(default="layer", metadata={"help": "pruning: layer (same fraction per weight) | global (one threshold)"})
 
     def __post_init__(self) -> None:
         from .tasks.registry import LANGUAGE_TASKS, TASKS

@@ -40,6 +40,7 @@ from . import metrics
 from .checkpoint import atomic_write_text, load_checkpoint
 from .config import TrainConfig, build_config
 from .metrics import ElementwiseOps, SynOps
+from .sparse.masks import get_mask
 
 __all__ = ["compute_report", "write_report", "load_run", "LoadedRun", "LayerRecord", "Recording",
            "record_classifier", "record_egru", "record_language_model", "markdown", "REPORT_FORMAT",
@@ -209,7 +210,8 @@ def record_classifier(model: nn.Module, x: Tensor) -> tuple[Tensor, list[LayerRe
     activity = record.activity
     y = model.readout(activity)
     k = model.readout_steps if model.readout_steps > 0 else y.shape[0]
-    readout = LayerRecord("readout", "linear", metrics.linear_synops(activity, model.readout.linear.weight))
+    readout = LayerRecord("readout", "linear", metrics.linear_synops(activity, model.readout.linear.weight,
+                                                                       mask=get_mask(model.readout.linear, "weight")))
     return y[-k:].mean(0), [record, readout]
 
 

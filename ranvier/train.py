@@ -25,8 +25,10 @@ from torch import Tensor, nn
 from . import distributed
 from .checkpoint import atomic_write_text, load_checkpoint, read_meta, save_checkpoint
 from .config import TrainConfig, to_toml
+from .metrics import connection_sparsity
 from .models.classifier import SequenceClassifier, build_classifier
 from .neurons.readout import firing_rate_loss
+from .sparse import sparsify_optimizer
 from .tasks.registry import Task, load_task
 
 __all__ = ["fit", "evaluate", "ClassificationJob"]
@@ -213,6 +215,7 @@ def fit(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
     model = job.model
     job.model = distributed.wrap(model, ddp)  # DDP averages gradients; `model` stays the bare module
     optimizer = torch.optim.Adam(job.parameter_groups(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = sparsify_optimizer(optimizer, model, cfg)  # issue 7: DEEP R / pruning (unchanged when off)
     base_lrs = [group["lr"] for group in optimizer.param_groups]  # per-group multipliers stay fixed
 
     limits = [n for n in (cfg.epochs * job.steps_per_epoch, cfg.max_steps) if n > 0]
@@ -299,6 +302,7 @@ def fit(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
         "model": cfg.model,
         **job.summary(result),
         "parameters": sum(p.numel() for p in model.parameters()),
+        "connection_sparsity": connection_sparsity(model),  # issue 7: masked weights count as zero
         "steps": step,
         "train_seconds": train_time,
         "history": history,

@@ -18,6 +18,7 @@ from .core.scan import detach_state
 from .data.text import batchify, load_corpus
 from .models.language import LanguageModel
 from .neurons.egru import EGRUState, backward_sparsity
+from .sparse.masks import weight_density
 from .train import parameter_groups
 
 __all__ = ["LanguageModelJob", "effective_macs_per_token"]
@@ -34,6 +35,10 @@ def effective_macs_per_token(model: LanguageModel, densities: list[float]) -> di
     LSTM), ``d_in`` = 1 for the embedding and ``d_{k−1}`` above it; the projection (if any) costs
     ``E·H·d_last`` and the decoder ``V·E`` (dense input after a projection) or ``V·H·d_last``.
     Elementwise gate arithmetic is not counted (it is O(H), against O(H²) for the matmuls).
+    A masked (pruned or rewired) recurrent weight costs only its unmasked fraction ``w``, so the
+    two savings multiply: ``G·H·(I_k·d_in·w_ih + H·d_k·w_hh)`` (issue 7; like the density scaling
+    itself, this is the expected count when the active inputs are independent of which weights are
+    kept; ``ranvier report`` counts the exact pairs).
     """
     gates = 4 if model.kind == "lstm" else 3
     E = model.embedding.embedding_dim
@@ -44,7 +49,8 @@ def effective_macs_per_token(model: LanguageModel, densities: list[float]) -> di
         d_in = 1.0 if k == 0 else densities[k - 1]
         I = E if k == 0 else H
         dense += gates * H * (I + H)
-        effective += gates * H * (I * d_in + H * d)
+        w_ih, w_hh = weight_density(model.rnn, f"weight_ih_l{k}"), weight_density(model.rnn, f"weight_hh_l{k}")
+        effective += gates * H * (I * d_in * w_ih + H * d * w_hh)
     last = densities[-1]
     if model.projection is not None:
         dense += E * H + V * E

@@ -15,6 +15,8 @@ from typing import Any, Union
 import torch
 from torch import Tensor, nn
 
+from ..sparse.masks import effective_weight
+
 __all__ = [
     "footprint",
     "parameter_count",
@@ -67,14 +69,15 @@ def connection_weights(module: nn.Module, prefix: str = "") -> dict[str, Tensor]
 
     1. a module with a ``connection_weights()`` method: its returned ``{name: tensor}`` is used
        as-is (the protocol for masked, rewired or delayed ranvier layers);
-    2. ``nn.Linear`` / ``nn.Conv1d/2d/3d``: ``weight`` (the bias is **not** a connection,
-       as in NeuroBench);
+    2. ``nn.Linear`` / ``nn.Conv1d/2d/3d``: ``weight`` (times its ``mask`` buffer when it has
+       one, as readouts and ``MaskedLinear`` may; the bias is **not** a connection, as in NeuroBench);
     3. ``nn.RNNCellBase``: ``weight_ih``, ``weight_hh`` and, when present, ``bias_ih``,
        ``bias_hh`` (NeuroBench counts torch RNN biases);
     4. ``nn.RNNBase`` (``nn.RNN/LSTM/GRU``): every flat weight, biases included (NeuroBench's
        connection sparsity does count these, although its synaptic-operation count raises on them);
-    5. ranvier spiking layers (an ``input_weight`` attribute): ``input_weight`` and
-       ``recurrent_weight · recurrent_mask`` when recurrent (bias not counted, as for Linear);
+    5. ranvier spiking layers (an ``input_weight`` attribute): ``input_weight · input_mask`` and
+       ``recurrent_weight · recurrent_mask`` when recurrent (each mask when present; bias not
+       counted, as for Linear);
     6. gate-structured layers with ``weight_ih`` and ``weight_hh`` (ranvier ``EGRUCell``): those
        two (multiplied by ``mask_ih`` / ``mask_hh`` when such attributes exist; biases not
        counted); stacked layers that name them ``weight_ih_l{k}`` / ``weight_hh_l{k}`` (ranvier
@@ -92,7 +95,7 @@ def connection_weights(module: nn.Module, prefix: str = "") -> dict[str, Tensor]
             out[key(k)] = w
         return out
     if isinstance(module, _STATELESS):
-        out[key("weight")] = module.weight
+        out[key("weight")] = effective_weight(module, "weight")  # a mask (readouts, MaskedLinear) applied
         return out
     if isinstance(module, nn.RNNCellBase):
         attrs = ["weight_ih", "weight_hh"] + (["bias_ih", "bias_hh"] if module.bias else [])
@@ -100,11 +103,9 @@ def connection_weights(module: nn.Module, prefix: str = "") -> dict[str, Tensor]
     if isinstance(module, nn.RNNBase):
         return {key(a): getattr(module, a) for a in module._flat_weights_names}
     if isinstance(getattr(module, "input_weight", None), Tensor):
-        out[key("input_weight")] = module.input_weight
-        w_rec = getattr(module, "recurrent_weight", None)
-        if isinstance(w_rec, Tensor):
-            mask = getattr(module, "recurrent_mask", None)
-            out[key("recurrent_weight")] = w_rec if mask is None else w_rec * mask
+        out[key("input_weight")] = effective_weight(module, "input_weight")
+        if isinstance(getattr(module, "recurrent_weight", None), Tensor):
+            out[key("recurrent_weight")] = effective_weight(module, "recurrent_weight")
         return out
     w_ih, w_hh = getattr(module, "weight_ih", None), getattr(module, "weight_hh", None)
     if isinstance(w_ih, Tensor) and isinstance(w_hh, Tensor):

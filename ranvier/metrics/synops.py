@@ -26,6 +26,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..sparse.masks import effective_weight, get_mask
+
 __all__ = [
     "SynOps",
     "is_spiking",
@@ -239,24 +241,26 @@ def egru_synops(
 def layer_synops(layer: Any, x: Tensor, output: Tensor) -> SynOps:
     """Dispatch on a layer's weights (duck-typed, so no model import is needed).
 
-    * ``input_weight`` (ranvier LIF/ALIF): :func:`recurrent_synops` with ``recurrent_weight`` and
-      ``recurrent_mask``;
+    * ``input_weight`` (ranvier LIF/ALIF): :func:`recurrent_synops` with ``input_weight · input_mask``
+      (when masked), ``recurrent_weight`` and ``recurrent_mask``;
     * ``weight_ih`` and ``weight_hh`` (ranvier EGRU): :func:`egru_synops` (``mask_ih``/``mask_hh``
       when present);
-    * ``weight`` (``nn.Linear``): :func:`linear_synops` (``output`` unused).
+    * ``weight`` (``nn.Linear``, ``MaskedLinear``): :func:`linear_synops`, with its ``mask`` when
+      present (``output`` unused).
 
     ``x`` / ``output`` are in the layer's layout: ``[B, T, ·]`` when ``layer.batch_first``.
     """
     if getattr(layer, "batch_first", False):
         x, output = x.transpose(0, 1), output.transpose(0, 1)
     if isinstance(getattr(layer, "input_weight", None), Tensor):
-        return recurrent_synops(x, output, layer.input_weight, getattr(layer, "recurrent_weight", None),
+        w_in = effective_weight(layer, "input_weight")
+        return recurrent_synops(x, output, w_in, getattr(layer, "recurrent_weight", None),
                                 recurrent_mask=getattr(layer, "recurrent_mask", None))
     if isinstance(getattr(layer, "weight_ih", None), Tensor) and isinstance(getattr(layer, "weight_hh", None), Tensor):
         masks = {k: getattr(layer, k) for k in ("mask_ih", "mask_hh") if isinstance(getattr(layer, k, None), Tensor)}
         return egru_synops(x, output, layer.weight_ih, layer.weight_hh, **masks)
     if isinstance(getattr(layer, "weight", None), Tensor):
-        return linear_synops(x, layer.weight)
+        return linear_synops(x, layer.weight, mask=get_mask(layer, "weight"))
     raise TypeError(f"layer_synops: no known connection weights on {type(layer).__name__}")
 
 
