@@ -453,3 +453,48 @@ def test_tiny_trained_ptb_lm_perplexity_equals_torch(tmp_path, data_dir):
         assert abs(engine["ppl"] / torch_result["ppl"] - 1.0) < tolerance, (dtype, engine["ppl"], torch_result["ppl"])
         activity = 1.0 - torch_result["activity_sparsity"]
         assert 0.01 < activity < 0.99 and abs(np.mean(engine["activity"]) - activity) < 1e-3
+
+
+# ------------------------------------------------------------------------------ command line
+def test_cli_run_classifies_a_sample_with_latency_and_events(tmp_path, capsys):
+    from ranvier import cli
+    from ranvier.config import build_config
+    from ranvier.train import fit
+
+    run_dir = tmp_path / "alif"
+    fit(build_config(dict(task="mnist1d", model="alif", hidden_size=16, batch_size=64, epochs=1, max_steps=3,
+                          progress=False, threads=1, out=str(run_dir))))
+    capsys.readouterr()
+    assert cli.main(["run", str(run_dir), "--sample", "2", "--dtype", "float64"]) == 0
+    out = capsys.readouterr().out
+    assert "ALIF 16 units" in out and "step   39:" in out and "events" in out and "µs" in out
+    prediction = int(out.split("prediction ")[1].split()[0])
+    torch_prediction = int(out.split("torch model: ")[1].split(")")[0])
+    assert prediction == torch_prediction
+    assert cli.main(["run", str(run_dir), "--sample", "100000"]) == 2
+    assert "--sample must lie in" in capsys.readouterr().err
+    assert cli.main(["generate", str(run_dir), "--prompt", "the"]) == 2
+    assert "needs a language model" in capsys.readouterr().err
+
+
+def test_cli_generate_prints_tokens_latency_and_events(tmp_path, capsys, data_dir):
+    from tiny_configs import tiny_lm
+
+    from ranvier import cli
+    from ranvier.checkpoint import save_checkpoint
+    from ranvier.config import to_toml
+    from ranvier.train_lm import LanguageModelJob
+
+    cfg = tiny_lm(data_dir, tmp_path, "egru", threshold_mean=-3.0)
+    job = LanguageModelJob(cfg)  # an untrained model in a run directory is enough for the command
+    cfg.run_dir().mkdir(parents=True)
+    (cfg.run_dir() / "config.toml").write_text(to_toml(cfg))
+    save_checkpoint(cfg.run_dir() / "checkpoint.safetensors", job.model, meta={"step": 0})
+    assert cli.main(["generate", str(cfg.run_dir()), "--prompt", "the market qwzx", "--tokens", "4",
+                     "--temperature", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "(read as <unk>): qwzx" in out and "tokens/s" in out
+    lines = [line for line in out.splitlines() if line.startswith(("prompt", "token "))]
+    assert len(lines) == 3 + 4 and all("µs, events" in line and "/24" in line for line in lines)
+    assert out.splitlines()[-2].startswith("the market qwzx")
+    assert cli.main(["run", str(cfg.run_dir())]) == 2

@@ -22,9 +22,12 @@ __all__ = ["dense_events", "accumulate", "linear_step", "spiking_step", "egru_st
 
 @njit(cache=True)
 def dense_events(x, idx, val):  # pragma: no cover - compiled
-    """The event list of a dense vector: its non-zero entries. Returns their number."""
+    """The event list of a dense vector: its non-zero entries. Returns their number, or −1 if
+    ``x`` holds a NaN or an infinity."""
     n = 0
     for i in range(x.shape[0]):
+        if not math.isfinite(x[i]):
+            return -1
         if x[i] != 0.0:
             idx[n] = i
             val[n] = x[i]
