@@ -5,6 +5,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 __all__ = ["main"]
 
@@ -81,7 +82,7 @@ def _engine_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_engine_commands(sub: argparse._SubParsersAction) -> None:
+def _add_engine_commands(sub: Any) -> None:
     # issue 6: `ranvier run` and `ranvier generate`
     run = sub.add_parser("run", help="classify one test sample of a trained run with the event-driven engine")
     run.add_argument("run_dir")
@@ -97,6 +98,42 @@ def _add_engine_commands(sub: argparse._SubParsersAction) -> None:
         parser.add_argument("--data-dir", help="data root, if not the one recorded in the run's config.toml")
     run.set_defaults(func=_engine_run)
     generate.set_defaults(func=_engine_generate)
+
+
+def _export(args: argparse.Namespace) -> int:
+    """``ranvier export RUN_DIR --format nir``: the trained network as a NIR graph (docs/nir.md); issue 10."""
+    import nir
+
+    from .export.nir import to_nir
+    from .report import load_run
+
+    run = load_run(args.run_dir, data_dir=args.data_dir)
+    graph = to_nir(run.model, dt=args.dt, discretisation=args.discretisation, extensions=args.extensions)
+    output = Path(args.output) if args.output else Path(args.run_dir) / "model.nir"
+    nir.write(str(output), graph)
+    print(f"wrote {output}: {len(graph.nodes)} NIR nodes, one step = {args.dt:g} s, {args.discretisation} "
+          f"discretisation{', with ranvier extensions' if args.extensions else ''}")
+    wrapper = graph.metadata["ranvier"]
+    if wrapper.get("model") == "SequenceClassifier":
+        print(f"note: the graph maps each input step to the readout; the classifier's decision (mean readout over the "
+              f"last {wrapper['readout_steps'] or 'all'} steps, each input step shown {wrapper['repeat']} time(s)) "
+              "is recorded in the graph metadata, not in NIR nodes")
+    return 0
+
+
+def _add_export_parser(sub: Any) -> None:
+    export = sub.add_parser("export", help="write a trained network in an interchange format (NIR)")
+    export.add_argument("run_dir")
+    export.add_argument("--format", choices=["nir"], default="nir", help="output format (default nir)")
+    export.add_argument("-o", "--output", help="output file (default: RUN_DIR/model.nir)")
+    export.add_argument("--dt", type=float, default=1e-3, help="seconds per step (default 1e-3: one step = 1 ms)")
+    export.add_argument("--discretisation", choices=["zoh", "euler"], default="zoh",
+                        help="the reader's integration rule: zoh (exact) or euler (snnTorch, Norse); docs/nir.md")
+    export.add_argument("--extensions", action="store_true",
+                        help="write what NIR cannot express (ALIF adaptation, subtractive reset, masks, ...) into "
+                             "node metadata instead of failing")
+    export.add_argument("--data-dir", help="data root, if not the one recorded in the run's config.toml")
+    export.set_defaults(func=_export)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -127,19 +164,22 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--data-dir", help="data root, if not the one recorded in the run's config.toml")
     report.set_defaults(func=_report)
     _add_engine_commands(sub)
+    _add_export_parser(sub)  # issue 10
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     from .checkpoint import CheckpointError
     from .data import DataError
+    from .distributed import WorkerLostError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except KeyboardInterrupt:
         return 130
-    except (ValueError, FileNotFoundError, FileExistsError, ImportError, DataError, CheckpointError) as err:
+    except (ValueError, FileNotFoundError, FileExistsError, ImportError, DataError, CheckpointError,
+            WorkerLostError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

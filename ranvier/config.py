@@ -47,6 +47,7 @@ class TrainConfig:
     input_gain: float = field(default=1.0, metadata={"help": "scale of the input weights at init"})
     repeat: int = field(default=1, metadata={"help": "present each input step this many times"})
     levels: int = field(default=0, metadata={"help": "mnist1d: add onset/offset spike channels at this many levels"})
+    reset: str = field(default="subtract", metadata={"help": "LIF/ALIF reset: subtract | zero (zero + --convention eprop exports to NIR exactly; docs/nir.md)"})  # issue 10
     # language models (--task ptb | wikitext2; --model egru | gru | lstm)
     num_layers: int = field(default=1, metadata={"help": "stacked recurrent layers"})
     embedding_size: int = field(default=0, metadata={"help": "tied embedding size (0: hidden_size)"})

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import distributed
 from .checkpoint import atomic_write_text, load_checkpoint, read_meta, save_checkpoint
 from .config import TrainConfig, to_toml
 from .models.classifier import SequenceClassifier, build_classifier
@@ -130,7 +131,9 @@ class ClassificationJob:
         self.task = load_task(cfg.task, cfg.data_dir or None, cfg.download, cfg.levels)
         self.model = build_classifier(cfg, self.task.n_inputs, self.task.n_classes).to(cfg.device)
         self.n_train = len(self.task.y_train)
-        self.steps_per_epoch = math.ceil(self.n_train / cfg.batch_size)
+        # issue 10: under DDP each process takes its share of every global batch (one process: all of it)
+        self.batch_size = distributed.local_batch_size(cfg.batch_size)
+        self.steps_per_epoch = math.ceil(distributed.shard_size(self.n_train) / self.batch_size)
         self._orders: dict[int, Tensor] = {}
 
     def parameter_groups(self) -> list[dict[str, Any]]:
@@ -140,8 +143,8 @@ class ClassificationJob:
         cfg = self.cfg
         epoch, position = divmod(step, self.steps_per_epoch)
         if epoch not in self._orders:
-            self._orders = {epoch: _epoch_order(self.n_train, cfg.seed, epoch)}
-        index = self._orders[epoch][position * cfg.batch_size:(position + 1) * cfg.batch_size]
+            self._orders = {epoch: distributed.epoch_order(self.n_train, cfg.seed, epoch)}
+        index = self._orders[epoch][position * self.batch_size:(position + 1) * self.batch_size]
         x = self.task.encode(self.task.x_train[index]).to(cfg.device)
         y = self.task.y_train[index].to(cfg.device)
         logits, activity = self.model(x)
@@ -184,6 +187,7 @@ def fit(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
     # Vanishing gradients through long sequences pass through subnormal floats, which are
     # ~10× slower on x86 (shared/bench/perf-anchors.md); flushing them changes nothing visible.
     torch.set_flush_denormal(True)
+    ddp = distributed.setup(cfg)  # issue 10: joins torchrun's process group; a no-op in one process
     run_dir = cfg.run_dir()
     ckpt_path = run_dir / CHECKPOINT
     if resume and not ckpt_path.exists():
@@ -195,6 +199,7 @@ def fit(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
     torch.manual_seed(cfg.seed)
     job = make_job(cfg)
     model = job.model
+    job.model = distributed.wrap(model, ddp)  # DDP averages gradients; `model` stays the bare module
     optimizer = torch.optim.Adam(job.parameter_groups(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     base_lrs = [group["lr"] for group in optimizer.param_groups]  # per-group multipliers stay fixed
 
@@ -210,24 +215,31 @@ def fit(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
         meta = load_checkpoint(ckpt_path, model, optimizer, extra=extra)
         job.load_state_tensors(extra)
         step, elapsed, history = meta["step"], meta["elapsed"], meta["history"]
-    atomic_write_text(run_dir / "config.toml", to_toml(cfg))
+    if ddp.is_main:
+        atomic_write_text(run_dir / "config.toml", to_toml(cfg))
 
     def checkpoint() -> None:
+        if not ddp.is_main:  # the ranks hold the same state; one writer
+            return
         meta = {"step": step, "elapsed": elapsed + time.perf_counter() - t0, "history": history,
                 "config": dataclasses.asdict(cfg)}
         save_checkpoint(ckpt_path, model, optimizer, meta, extra=job.state_tensors())
 
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=total_steps or None, initial=step, disable=not cfg.progress, desc=f"{cfg.model} on {cfg.task}",
-               unit="step", dynamic_ncols=True)
+    bar = tqdm(total=total_steps or None, initial=step, disable=not cfg.progress or not ddp.is_main,
+               desc=f"{cfg.model} on {cfg.task}", unit="step", dynamic_ncols=True)
     running: dict[str, float] = {}
     updating = False  # True while parameters are half-updated: no checkpoint may be taken then
     t0 = time.perf_counter()
+
+    def seconds() -> float:  # under DDP with a time budget, rank 0's clock (issue 10)
+        return distributed.agreed_seconds(elapsed + time.perf_counter() - t0, ddp)
+
     model.train()
     try:
-        while not _finished(cfg, step, total_steps, elapsed + time.perf_counter() - t0):
-            scale = _learning_rate(cfg, step, total_steps, elapsed + time.perf_counter() - t0) / cfg.lr
+        while not _finished(cfg, step, total_steps, seconds()):
+            scale = _learning_rate(cfg, step, total_steps, seconds()) / cfg.lr
             for group, base in zip(optimizer.param_groups, base_lrs):
                 group["lr"] = base * scale
             loss, stats = job.loss(step)
@@ -261,6 +273,9 @@ def fit(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
             print(f"\ninterrupted at step {step}/{total_steps}; checkpoint saved.")
         print(f"Continue with:\n  ranvier train --resume --out {run_dir}")
         raise
+    except RuntimeError as err:  # issue 10: a lost DDP worker surfaces as a failed collective
+        distributed.raise_if_worker_lost(err, ddp, run_dir)
+        raise
     bar.close()
     train_time = elapsed + time.perf_counter() - t0
     checkpoint()
@@ -278,8 +293,10 @@ def fit(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
         "machine": platform.processor() or platform.machine(),
         "torch": torch.__version__,
     }
-    atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
-    from .report import write_report
+    if ddp.is_main:
+        atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
+        from .report import write_report
 
-    write_report(run_dir, plots=False)  # report.json + report.md; `ranvier report` adds the plots
+        write_report(run_dir, plots=False)  # report.json + report.md; `ranvier report` adds the plots
+    distributed.teardown(ddp)
     return metrics

@@ -100,7 +100,8 @@ def engine_run(model, x, **freeze_kwargs):
 
 
 # ------------------------------------------------------------------------------ LIF / ALIF
-conventions = st.builds(Convention, st.booleans(), st.booleans(), st.booleans(), st.booleans(), st.booleans())
+conventions = st.builds(Convention, st.booleans(), st.booleans(), st.booleans(), st.booleans(), st.booleans(),
+                        st.sampled_from(["subtract", "zero"]))
 
 
 @FAST

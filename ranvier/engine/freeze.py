@@ -62,7 +62,7 @@ def _spiking_layer(layer: SpikingRecurrent, dtype: np.dtype, sparse_below: float
         bias=_bias(layer.bias, dtype), alpha=_np(alpha), input_gain=_np(input_gain), threshold=_np(layer.threshold),
         rho=rho_np, adapt_gain=gain_np, beta=beta_np, reset_by_adaptive=convention.reset_by_adaptive,
         normalize_by_adaptive=convention.normalize_by_adaptive, spike_from_previous=convention.spike_from_previous,
-        n_refractory=int(layer.n_refractory), dt=float(layer.dt),
+        n_refractory=int(layer.n_refractory), dt=float(layer.dt), reset=getattr(convention, "reset", "subtract"),
     )
 
 

@@ -31,6 +31,7 @@ __all__ = ["GraphError", "Weights", "DenseInput", "Embedding", "SpikingLayer", "
 
 FORMAT = "ranvier-engine-graph-1"
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+SPIKING_RESETS = ("subtract", "zero")
 EGRU_RESETS = ("threshold", "event")
 EGRU_RESET_GATES = ("after", "before")
 
@@ -182,7 +183,8 @@ class SpikingLayer:
     Per-unit constants are stored as the torch step computes them: ``alpha = exp(−dt/τ_m)``,
     ``input_gain = 1 − α`` (or 1), ``rho = exp(−dt/τ_a)``, ``adapt_gain = 1 − ρ`` (or 1).
     ``rho``, ``adapt_gain`` and ``beta`` are empty for LIF. The convention flags are those of
-    :class:`ranvier.Convention`; ``adapt_one_minus_rho`` is folded into ``adapt_gain``.
+    :class:`ranvier.Convention`; ``adapt_one_minus_rho`` is folded into ``adapt_gain``;
+    ``reset`` is ``"subtract"`` or ``"zero"``.
     """
 
     kind: str  # "lif" | "alif"
@@ -200,6 +202,7 @@ class SpikingLayer:
     spike_from_previous: bool = True
     n_refractory: int = 0
     dt: float = 1.0
+    reset: str = "subtract"
 
     @property
     def hidden_size(self) -> int:
@@ -228,6 +231,8 @@ class SpikingLayer:
         if self.kind == "alif":
             for name in ("rho", "adapt_gain", "beta"):
                 _check_floats(getattr(self, name), f"{where}.{name}", (h,))
+        if self.reset not in SPIKING_RESETS:
+            raise GraphError(f"{where}: reset must be one of {SPIKING_RESETS}, got {self.reset!r}")
         if self.n_refractory < 0 or not (self.dt > 0 and math.isfinite(self.dt)):
             raise GraphError(f"{where}: need n_refractory >= 0 and a finite dt > 0, got {self.n_refractory}, {self.dt}")
 

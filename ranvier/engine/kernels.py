@@ -77,7 +77,8 @@ def spiking_step(in_idx, in_val, n_in,
     """One LIF/ALIF step (``ranvier.neurons.common.integrate_and_fire``, ``alif_step``).
 
     ``params`` rows: α, input gain (1 − α or 1), v_th, ρ, adaptation gain (1 − ρ or 1), β.
-    ``flags``: recurrent, adaptive, reset_by_adaptive, normalize_by_adaptive, spike_from_previous.
+    ``flags``: recurrent, adaptive, reset_by_adaptive, normalize_by_adaptive, spike_from_previous,
+    reset to zero (else subtract).
     ``consts``: dt, the spike value 1/dt, n_refractory (in the layer's dtype).
     ``state`` rows: v, z (last spikes), b (adaptation), refractory steps left.
     Reads the layer's previous events ``ev_*[:n_prev]`` and overwrites them with the new ones;
@@ -85,7 +86,7 @@ def spiking_step(in_idx, in_val, n_in,
     """
     hidden = state.shape[1]
     recurrent, adaptive = flags[0], flags[1]
-    reset_by_adaptive, normalize_by_adaptive, spike_from_previous = flags[2], flags[3], flags[4]
+    reset_by_adaptive, normalize_by_adaptive, spike_from_previous, reset_zero = flags[2], flags[3], flags[4], flags[5]
     dt, spike_value, n_refractory = consts[0], consts[1], consts[2]
     current[:] = 0.0
     accumulate(current, 0, hidden, win_t, win_ptr, win_ind, win_dat, in_idx, in_val, n_in)
@@ -107,9 +108,12 @@ def spiking_step(in_idx, in_val, n_in,
             b[i] = rho[i] * b[i] + adapt_gain[i] * z_prev
             threshold = base[i] + beta[i] * b[i]
         v_prev = v[i]
-        v_new = alpha[i] * v_prev + gain[i] * current[i]
-        reset_amount = (threshold if reset_by_adaptive else base[i]) * dt
-        v_new = v_new - z_prev * reset_amount
+        if reset_zero:  # apply_reset(α·v, z·dt, mode="zero") + c·I: the spike wipes the decayed potential
+            v_new = (alpha[i] * v_prev) * (1.0 - z_prev * dt) + gain[i] * current[i]
+        else:
+            v_new = alpha[i] * v_prev + gain[i] * current[i]
+            reset_amount = (threshold if reset_by_adaptive else base[i]) * dt
+            v_new = v_new - z_prev * reset_amount
         v_source = v_prev if spike_from_previous else v_new
         norm = threshold if normalize_by_adaptive else base[i]
         fired = (v_source - threshold) / norm > 0.0

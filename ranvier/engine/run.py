@@ -55,7 +55,8 @@ class _SpikingRuntime:
                                 layer.rho if adaptive else empty, layer.adapt_gain if adaptive else empty,
                                 layer.beta if adaptive else empty]).astype(dtype)
         self.flags = np.array([layer.recurrent_weight is not None, adaptive, layer.reset_by_adaptive,
-                               layer.normalize_by_adaptive, layer.spike_from_previous], dtype=np.bool_)
+                               layer.normalize_by_adaptive, layer.spike_from_previous, layer.reset == "zero"],
+                              dtype=np.bool_)
         self.consts = np.array([layer.dt, 1.0, layer.n_refractory], dtype=dtype)
         self.consts[1] = self.consts[1] / self.consts[0]  # the spike value 1/dt, in the layer's dtype (as torch)
         self.bias = _vector(layer.bias, dtype)

@@ -1,6 +1,7 @@
 """Sequence classifier: one recurrent layer, a leaky readout, and a decision over the last steps."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -53,8 +54,9 @@ def build_classifier(cfg, n_inputs: int, n_classes: int) -> SequenceClassifier:
     conventions = {"lsnn": LSNN_CONVENTION, "eprop": EPROP_CONVENTION}
     if cfg.convention not in conventions:
         raise ValueError(f"unknown convention {cfg.convention!r}; choose one of {', '.join(conventions)}")
+    convention = dataclasses.replace(conventions[cfg.convention], reset=cfg.reset)  # issue 10: reset mode
     common = dict(tau_mem=_time_constants(cfg.tau_mem, cfg.tau_mem_max, h), threshold=cfg.threshold,
-                  n_refractory=cfg.n_refractory, surrogate=surrogate, convention=conventions[cfg.convention])
+                  n_refractory=cfg.n_refractory, surrogate=surrogate, convention=convention)
     if cfg.model == "lif":
         core: nn.Module = LIF(n_inputs, h, **common)
     elif cfg.model in ("alif", "lsnn"):

@@ -24,6 +24,9 @@ class Convention:
             (e-prop).
         spike_from_previous: ``z_t`` is computed from ``v_{t−1}`` (LSNN) or from ``v_t`` (e-prop).
         adapt_one_minus_rho: ``b_t = ρ·b_{t−1} + (1 − ρ)·z_{t−1}`` (LSNN) or ``+ z_{t−1}`` (e-prop).
+        reset: ``"subtract"`` (both codes: ``v − z·R``) or ``"zero"`` (hard reset to 0 after a
+            spike: ``v_t = α·v_{t−1}·(1 − z_{t−1}·dt) + c·I_t``, the reset NIR's LIF expresses,
+            with ``v_reset = 0``; docs/nir.md).
     """
 
     scale_input: bool = True
@@ -31,6 +34,11 @@ class Convention:
     normalize_by_adaptive: bool = True
     spike_from_previous: bool = True
     adapt_one_minus_rho: bool = True
+    reset: str = "subtract"  # issue 10: "zero" is the hard reset that NIR (and snnTorch's NIR import) use
+
+    def __post_init__(self) -> None:
+        if self.reset not in ("subtract", "zero"):
+            raise ValueError(f"Convention.reset must be 'subtract' or 'zero', got {self.reset!r}")
 
 
 LSNN_CONVENTION = Convention()
@@ -60,16 +68,21 @@ def integrate_and_fire(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """One membrane update and spike, shared by LIF (``threshold = v_th``) and ALIF (``A_t``).
 
-    ``v_t = α·v_{t−1} + c·I_t − z_{t−1}·R·dt`` with ``c = 1 − α`` or 1 and ``R = A_t`` or ``v_th``;
+    ``v_t = α·v_{t−1} + c·I_t − z_{t−1}·R·dt`` with ``c = 1 − α`` or 1 and ``R = A_t`` or ``v_th``
+    (with ``convention.reset == "zero"``: ``v_t = α·v_{t−1}·(1 − z_{t−1}·dt) + c·I_t``);
     ``z_t = H((v_s − A_t)/N)/dt`` with ``v_s = v_{t−1}`` or ``v_t`` and ``N = A_t`` or ``v_th``;
     ``z_t = 0`` while the refractory counter is positive (it is set to ``n_refractory`` by a spike).
 
     Returns ``(z_t, v_t, refractory_t)``.
     """
     gain = (1.0 - alpha) if convention.scale_input else 1.0
-    v_new = alpha * v + gain * current
-    reset_amount = (threshold if convention.reset_by_adaptive else base_threshold) * dt
-    v_new = apply_reset(v_new, z, reset_amount, mode="subtract", detach=detach_reset)
+    if convention.reset == "zero":
+        # The unit restarts from rest: the spike wipes the decayed potential, the new input still counts.
+        v_new = apply_reset(alpha * v, z * dt, 0.0, mode="zero", detach=detach_reset) + gain * current
+    else:
+        v_new = alpha * v + gain * current
+        reset_amount = (threshold if convention.reset_by_adaptive else base_threshold) * dt
+        v_new = apply_reset(v_new, z, reset_amount, mode="subtract", detach=detach_reset)
     v_source = v if convention.spike_from_previous else v_new
     norm = threshold if convention.normalize_by_adaptive else base_threshold
     z_new = surrogate((v_source - threshold) / norm)
