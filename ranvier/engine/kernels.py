@@ -51,11 +51,15 @@ def accumulate(out, lo, hi, dense_t, indptr, indices, data, idx, val, n):  # pra
                 if r >= lo and r < hi:
                     out[r - lo] += v * data[p]
     else:
+        # Slices with indices from 0 let LLVM vectorise the row update (an index such as r − lo
+        # could be negative, and numba's wraparound check for it blocks vectorisation: 3× slower).
+        width = hi - lo
+        target = out[:width]
         for k in range(n):
-            row = dense_t[idx[k]]
+            row = dense_t[idx[k], lo:hi]
             v = val[k]
-            for r in range(lo, hi):
-                out[r - lo] += v * row[r]
+            for r in range(width):
+                target[r] += v * row[r]
 
 
 @njit(cache=True)
