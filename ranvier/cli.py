@@ -65,6 +65,41 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _engine_run(args: argparse.Namespace) -> int:
+    # issue 6: a trained classifier through the event-driven engine (ranvier/engine/commands.py)
+    from .engine.commands import run_classifier
+
+    run_classifier(args.run_dir, args.sample, data_dir=args.data_dir, dtype=args.dtype)
+    return 0
+
+
+def _engine_generate(args: argparse.Namespace) -> int:
+    # issue 6: text from a trained EGRU language model on the event-driven engine
+    from .engine.commands import generate_text
+
+    generate_text(args.run_dir, args.prompt, args.tokens, temperature=args.temperature, seed=args.seed,
+                  data_dir=args.data_dir, dtype=args.dtype)
+    return 0
+
+
+def _add_engine_commands(sub: Any) -> None:
+    # issue 6: `ranvier run` and `ranvier generate`
+    run = sub.add_parser("run", help="classify one test sample of a trained run with the event-driven engine")
+    run.add_argument("run_dir")
+    run.add_argument("--sample", type=int, default=0, help="test sample to classify (default 0)")
+    generate = sub.add_parser("generate", help="generate text from a trained EGRU language model with the engine")
+    generate.add_argument("run_dir")
+    generate.add_argument("--prompt", required=True, help="words to start from (words outside the vocabulary: <unk>)")
+    generate.add_argument("--tokens", type=int, default=20, help="words to generate (default 20)")
+    generate.add_argument("--temperature", type=float, default=1.0, help="sampling temperature; 0: most likely word")
+    generate.add_argument("--seed", type=int, default=0, help="sampling seed")
+    for parser in (run, generate):
+        parser.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="engine precision")
+        parser.add_argument("--data-dir", help="data root, if not the one recorded in the run's config.toml")
+    run.set_defaults(func=_engine_run)
+    generate.set_defaults(func=_engine_generate)
+
+
 def _export(args: argparse.Namespace) -> int:
     """``ranvier export RUN_DIR --format nir``: the trained network as a NIR graph (docs/nir.md); issue 10."""
     import nir
@@ -128,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--no-plots", action="store_true", help="write report.json and report.md only")
     report.add_argument("--data-dir", help="data root, if not the one recorded in the run's config.toml")
     report.set_defaults(func=_report)
+    _add_engine_commands(sub)
     _add_export_parser(sub)  # issue 10
     return parser
 

@@ -1,0 +1,255 @@
+"""numba kernels of the event-driven runtime: one function per layer kind, state explicit.
+
+An input arrives as an *event list*: ``idx[:n]`` (indices of the inputs that are non-zero this
+step) and ``val[:n]`` (their values). A kernel reads only the weight columns of those inputs
+(:class:`~ranvier.engine.graph.Weights` keeps them contiguous), updates its units in place, and
+writes its own event list, which the next layer reads now and the layer itself reads at the next
+step (its recurrence). Nothing here allocates.
+
+Each kernel repeats the arithmetic of the torch step it mirrors operation by operation, in the
+same order (sums are accumulated first and the bias added after, as ``addmm`` does), so that in
+float64 the only differences left are the order of the terms inside a matrix product and, for
+EGRU, the libraries behind ``exp``/``tanh`` (see docs/engine.md).
+"""
+from __future__ import annotations
+
+import math
+
+from numba import njit
+
+__all__ = ["dense_events", "accumulate", "linear_step", "spiking_step", "egru_step", "readout_step", "nll"]
+
+
+@njit(cache=True)
+def dense_events(x, idx, val):  # pragma: no cover - compiled
+    """The event list of a dense vector: its non-zero entries. Returns their number, or −1 if
+    ``x`` holds a NaN or an infinity."""
+    n = 0
+    for i in range(x.shape[0]):
+        if not math.isfinite(x[i]):
+            return -1
+        if x[i] != 0.0:
+            idx[n] = i
+            val[n] = x[i]
+            n += 1
+    return n
+
+
+@njit(cache=True)
+def accumulate(out, lo, hi, dense_t, indptr, indices, data, idx, val, n):  # pragma: no cover - compiled
+    """``out[r − lo] += Σ_k val[k]·W[r, idx[k]]`` for the output rows ``r ∈ [lo, hi)``.
+
+    ``W`` is dense (``dense_t`` = Wᵀ, row ``j`` read contiguously) or CSR of Wᵀ (``indptr``
+    non-empty): then only the non-zero entries of the active columns are touched.
+    """
+    if indptr.shape[0] > 0:
+        for k in range(n):
+            j = idx[k]
+            v = val[k]
+            for p in range(indptr[j], indptr[j + 1]):
+                r = indices[p]
+                if r >= lo and r < hi:
+                    out[r - lo] += v * data[p]
+    else:
+        # Slices with indices from 0 let LLVM vectorise the row update (an index such as r − lo
+        # could be negative, and numba's wraparound check for it blocks vectorisation: 3× slower).
+        # Four columns per pass: four rows stream from memory at once, and the accumulator is
+        # read and written a quarter as often. The terms of each sum are still added one by one
+        # in the order of the event list.
+        width = hi - lo
+        target = out[:width]
+        k = 0
+        while k + 4 <= n:
+            row0, row1 = dense_t[idx[k], lo:hi], dense_t[idx[k + 1], lo:hi]
+            row2, row3 = dense_t[idx[k + 2], lo:hi], dense_t[idx[k + 3], lo:hi]
+            v0, v1, v2, v3 = val[k], val[k + 1], val[k + 2], val[k + 3]
+            for r in range(width):
+                target[r] = (((target[r] + v0 * row0[r]) + v1 * row1[r]) + v2 * row2[r]) + v3 * row3[r]
+            k += 4
+        while k < n:
+            row = dense_t[idx[k], lo:hi]
+            v = val[k]
+            for r in range(width):
+                target[r] += v * row[r]
+            k += 1
+
+
+@njit(cache=True)
+def linear_step(out, dense_t, indptr, indices, data, bias, idx, val, n):  # pragma: no cover - compiled
+    """``out = W x + b`` for the event list of ``x`` (the sum first, then the bias, as addmm)."""
+    out[:] = 0.0
+    accumulate(out, 0, out.shape[0], dense_t, indptr, indices, data, idx, val, n)
+    if bias.shape[0] > 0:
+        for r in range(out.shape[0]):
+            out[r] = out[r] + bias[r]
+
+
+@njit(cache=True)
+def spiking_step(in_idx, in_val, n_in,
+                 win_t, win_ptr, win_ind, win_dat,
+                 wrec_t, wrec_ptr, wrec_ind, wrec_dat,
+                 bias, params, flags, consts,
+                 state, ev_idx, ev_val, n_prev, current, recurrent_sum):  # pragma: no cover - compiled
+    """One LIF/ALIF step (``ranvier.neurons.common.integrate_and_fire``, ``alif_step``).
+
+    ``params`` rows: α, input gain (1 − α or 1), v_th, ρ, adaptation gain (1 − ρ or 1), β.
+    ``flags``: recurrent, adaptive, reset_by_adaptive, normalize_by_adaptive, spike_from_previous,
+    reset to zero (else subtract).
+    ``consts``: dt, the spike value 1/dt, n_refractory (in the layer's dtype).
+    ``state`` rows: v, z (last spikes), b (adaptation), refractory steps left.
+    Reads the layer's previous events ``ev_*[:n_prev]`` and overwrites them with the new ones;
+    returns their number.
+    """
+    hidden = state.shape[1]
+    recurrent, adaptive = flags[0], flags[1]
+    reset_by_adaptive, normalize_by_adaptive, spike_from_previous, reset_zero = flags[2], flags[3], flags[4], flags[5]
+    dt, spike_value, n_refractory = consts[0], consts[1], consts[2]
+    current[:] = 0.0
+    accumulate(current, 0, hidden, win_t, win_ptr, win_ind, win_dat, in_idx, in_val, n_in)
+    if bias.shape[0] > 0:
+        for i in range(hidden):
+            current[i] = current[i] + bias[i]
+    if recurrent:  # addmm(input_current, z_{t−1}, W_recᵀ): the recurrent sum, then added
+        recurrent_sum[:] = 0.0
+        accumulate(recurrent_sum, 0, hidden, wrec_t, wrec_ptr, wrec_ind, wrec_dat, ev_idx, ev_val, n_prev)
+        for i in range(hidden):
+            current[i] = current[i] + recurrent_sum[i]
+    alpha, gain, base, rho, adapt_gain, beta = params[0], params[1], params[2], params[3], params[4], params[5]
+    v, z, b, refractory = state[0], state[1], state[2], state[3]
+    n = 0
+    for i in range(hidden):
+        z_prev = z[i]
+        threshold = base[i]
+        if adaptive:
+            b[i] = rho[i] * b[i] + adapt_gain[i] * z_prev
+            threshold = base[i] + beta[i] * b[i]
+        v_prev = v[i]
+        if reset_zero:  # apply_reset(α·v, z·dt, mode="zero") + c·I: the spike wipes the decayed potential
+            v_new = (alpha[i] * v_prev) * (1.0 - z_prev * dt) + gain[i] * current[i]
+        else:
+            v_new = alpha[i] * v_prev + gain[i] * current[i]
+            reset_amount = (threshold if reset_by_adaptive else base[i]) * dt
+            v_new = v_new - z_prev * reset_amount
+        v_source = v_prev if spike_from_previous else v_new
+        norm = threshold if normalize_by_adaptive else base[i]
+        fired = (v_source - threshold) / norm > 0.0
+        if n_refractory > 0:
+            if refractory[i] > 0.0:
+                fired = False
+            refractory[i] = n_refractory if fired else max(refractory[i] - 1.0, 0.0)
+        v[i] = v_new
+        if fired:
+            z[i] = spike_value
+            ev_idx[n] = i
+            ev_val[n] = spike_value
+            n += 1
+        else:
+            z[i] = 0.0
+    return n
+
+
+@njit(cache=True)
+def _sigmoid(x):  # pragma: no cover - compiled
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+@njit(cache=True)
+def _lerp(start, end, weight):  # pragma: no cover - compiled
+    # torch.lerp's scalar formula (ATen Lerp.h): two forms for accuracy on either side of 0.5
+    if abs(weight) < 0.5:
+        return start + weight * (end - start)
+    return end - (end - start) * (1.0 - weight)
+
+
+@njit(cache=True)
+def egru_step(in_idx, in_val, n_in,
+              wih_t, wih_ptr, wih_ind, wih_dat,
+              whh_t, whh_ptr, whh_ind, whh_dat,
+              bias_ih, bias_hh, threshold, flags, zoneout,
+              state, ev_idx, ev_val, n_prev, wx, rh, gates, scaled):  # pragma: no cover - compiled
+    """One EGRU step (:func:`ranvier.egru_step` at eval). ``flags``: reset is "event",
+    reset_gate is "before". ``zoneout`` ``[1]``: the eval-time expectation ``p``.
+    ``state`` rows: c (after the reset), y (graded events), o (event indicator).
+    ``wx``, ``rh`` ``[3H]``, ``gates`` ``[2H]`` and ``scaled`` ``[H]`` are scratch."""
+    hidden = threshold.shape[0]
+    reset_event, gate_before = flags[0], flags[1]
+    p = zoneout[0]
+    wx[:] = 0.0
+    accumulate(wx, 0, 3 * hidden, wih_t, wih_ptr, wih_ind, wih_dat, in_idx, in_val, n_in)
+    if bias_ih.shape[0] > 0:
+        for r in range(3 * hidden):
+            wx[r] = wx[r] + bias_ih[r]
+    rh[:] = 0.0
+    has_bias = bias_hh.shape[0] > 0
+    if gate_before:  # g = tanh(Wx_g + (r ⊙ y_{t−1}) W_gᵀ + b_g): z and r first
+        accumulate(rh, 0, 2 * hidden, whh_t, whh_ptr, whh_ind, whh_dat, ev_idx, ev_val, n_prev)
+        for r in range(2 * hidden):
+            gates[r] = _sigmoid(wx[r] + (rh[r] + bias_hh[r] if has_bias else rh[r]))
+        for k in range(n_prev):
+            scaled[k] = gates[hidden + ev_idx[k]] * ev_val[k]
+        candidate = rh[2 * hidden:]
+        accumulate(candidate, 2 * hidden, 3 * hidden, whh_t, whh_ptr, whh_ind, whh_dat, ev_idx, scaled, n_prev)
+        if has_bias:
+            for i in range(hidden):
+                candidate[i] = candidate[i] + bias_hh[2 * hidden + i]
+    else:  # Rh = y_{t−1} Rᵀ + b_R; g = tanh(Wx_g + r ⊙ Rh_g)
+        accumulate(rh, 0, 3 * hidden, whh_t, whh_ptr, whh_ind, whh_dat, ev_idx, ev_val, n_prev)
+        if has_bias:
+            for r in range(3 * hidden):
+                rh[r] = rh[r] + bias_hh[r]
+        for r in range(2 * hidden):
+            gates[r] = _sigmoid(wx[r] + rh[r])
+    c, y, o = state[0], state[1], state[2]
+    n = 0
+    for i in range(hidden):
+        z = gates[i]
+        if gate_before:
+            g = math.tanh(wx[2 * hidden + i] + rh[2 * hidden + i])
+        else:
+            g = math.tanh(wx[2 * hidden + i] + gates[hidden + i] * rh[2 * hidden + i])
+        c_prev = c[i]
+        c_hat = _lerp(g, c_prev, z)
+        if p > 0.0:
+            c_hat = _lerp(c_hat, c_prev, p)
+        if reset_event:
+            c_hat = c_hat - y[i]
+        if c_hat - threshold[i] > 0.0:
+            o[i] = 1.0
+            y[i] = c_hat
+            c[i] = c_hat if reset_event else c_hat - threshold[i]
+            ev_idx[n] = i
+            ev_val[n] = c_hat
+            n += 1
+        else:
+            o[i] = 0.0
+            y[i] = 0.0
+            c[i] = c_hat
+    return n
+
+
+@njit(cache=True)
+def readout_step(ev_idx, ev_val, n, w_t, w_ptr, w_ind, w_dat, bias, consts, filtered, summed, out):  # pragma: no cover - compiled
+    """``LeakyReadout`` for one step: ``u = W z``; ``s = κ·s + (1 − κ)·u`` when κ > 0;
+    ``out = s + b`` (``u + b`` without the filter). ``consts``: κ, 1 − κ."""
+    summed[:] = 0.0
+    accumulate(summed, 0, summed.shape[0], w_t, w_ptr, w_ind, w_dat, ev_idx, ev_val, n)
+    decay, gain = consts[0], consts[1]
+    for r in range(out.shape[0]):
+        if decay > 0.0:
+            filtered[r] = decay * filtered[r] + gain * summed[r]
+            out[r] = filtered[r] + bias[r]
+        else:
+            out[r] = summed[r] + bias[r]
+
+
+@njit(cache=True)
+def nll(logits, target):  # pragma: no cover - compiled
+    """``−log softmax(logits)[target]`` in float64: ``log Σ exp(x − max) + max − x_target``."""
+    peak = logits[0]
+    for i in range(logits.shape[0]):
+        if logits[i] > peak:
+            peak = logits[i]
+    total = 0.0
+    for i in range(logits.shape[0]):
+        total += math.exp(float(logits[i]) - float(peak))
+    return math.log(total) + float(peak) - float(logits[target])

@@ -1,0 +1,329 @@
+"""Streaming inference on a frozen graph: ``session = Session(graph)``, ``y_t = session.step(x_t)``.
+
+A session holds the state of every layer and, per layer, the *event list* of its last step (the
+indices of the units that emitted a non-zero output, and those outputs). A step feeds each layer
+the event list of the layer below (or of the input) and the layer's own previous events, so only
+the weight columns of active units are read.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from . import kernels
+from .graph import DenseInput, Decoder, EGRULayer, Embedding, Graph, GraphError, Readout, SpikingLayer, Weights
+
+__all__ = ["Session", "RunResult"]
+
+
+def _weight_args(w: Weights | None, dtype: np.dtype) -> tuple[np.ndarray, ...]:
+    """The four arrays a kernel takes for a weight matrix (empty ones for an absent matrix)."""
+    if w is None:
+        return (np.zeros((0, 0), dtype), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, dtype))
+    return (w.dense_t, w.indptr, w.indices, w.data)
+
+
+def _vector(array: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    return np.ascontiguousarray(array, dtype=dtype)
+
+
+class _Events:
+    """An event list: ``idx[:n]``, ``val[:n]``."""
+
+    def __init__(self, size: int, dtype: np.dtype) -> None:
+        self.idx = np.zeros(size, np.int64)
+        self.val = np.zeros(size, dtype)
+        self.n = 0
+
+    def indices(self) -> np.ndarray:
+        return self.idx[: self.n].copy()
+
+
+class _SpikingRuntime:
+    STATE = ("v", "z", "b", "refractory")
+
+    def __init__(self, layer: SpikingLayer, dtype: np.dtype) -> None:
+        h = layer.hidden_size
+        self.hidden_size = h
+        self.win = _weight_args(layer.input_weight, dtype)
+        self.wrec = _weight_args(layer.recurrent_weight, dtype)
+        adaptive = layer.kind == "alif"
+        empty = np.zeros(h, dtype)
+        self.params = np.stack([layer.alpha, layer.input_gain, layer.threshold,
+                                layer.rho if adaptive else empty, layer.adapt_gain if adaptive else empty,
+                                layer.beta if adaptive else empty]).astype(dtype)
+        self.flags = np.array([layer.recurrent_weight is not None, adaptive, layer.reset_by_adaptive,
+                               layer.normalize_by_adaptive, layer.spike_from_previous, layer.reset == "zero"],
+                              dtype=np.bool_)
+        self.consts = np.array([layer.dt, 1.0, layer.n_refractory], dtype=dtype)
+        self.consts[1] = self.consts[1] / self.consts[0]  # the spike value 1/dt, in the layer's dtype (as torch)
+        self.bias = _vector(layer.bias, dtype)
+        self.state = np.zeros((4, h), dtype)
+        self.events = _Events(h, dtype)
+        self.scratch = (np.zeros(h, dtype), np.zeros(h, dtype))
+
+    def reset(self) -> None:
+        self.state[:] = 0.0
+        self.events.n = 0
+
+    def step(self, source: _Events) -> None:
+        ev = self.events
+        ev.n = kernels.spiking_step(source.idx, source.val, source.n, *self.win, *self.wrec, self.bias, self.params,
+                                    self.flags, self.consts, self.state, ev.idx, ev.val, ev.n, *self.scratch)
+
+    def record(self) -> dict[str, np.ndarray]:
+        return dict(zip(self.STATE, self.state.copy()))
+
+
+class _EGRURuntime:
+    STATE = ("c", "y", "o")
+
+    def __init__(self, layer: EGRULayer, dtype: np.dtype) -> None:
+        h = layer.hidden_size
+        self.hidden_size = h
+        self.wih = _weight_args(layer.input_weight, dtype)
+        self.whh = _weight_args(layer.recurrent_weight, dtype)
+        self.bias_ih = _vector(layer.input_bias, dtype)
+        self.bias_hh = _vector(layer.recurrent_bias, dtype)
+        self.threshold = _vector(layer.threshold, dtype)
+        self.flags = np.array([layer.reset == "event", layer.reset_gate == "before"], dtype=np.bool_)
+        self.zoneout = np.array([layer.zoneout], dtype=dtype)
+        self.state = np.zeros((3, h), dtype)
+        self.events = _Events(h, dtype)
+        self.scratch = (np.zeros(3 * h, dtype), np.zeros(3 * h, dtype), np.zeros(2 * h, dtype), np.zeros(h, dtype))
+
+    def reset(self) -> None:
+        self.state[:] = 0.0
+        self.events.n = 0
+
+    def step(self, source: _Events) -> None:
+        ev = self.events
+        ev.n = kernels.egru_step(source.idx, source.val, source.n, *self.wih, *self.whh, self.bias_ih, self.bias_hh,
+                                 self.threshold, self.flags, self.zoneout, self.state, ev.idx, ev.val, ev.n,
+                                 *self.scratch)
+
+    def record(self) -> dict[str, np.ndarray]:
+        return dict(zip(self.STATE, self.state.copy()))
+
+
+@dataclass
+class RunResult:
+    """What :meth:`Session.run` returns.
+
+    Attributes:
+        outputs: ``[T, O]``: one output per step (readout values, logits, or the last layer's
+            output for a graph without head); ``T`` counts every presentation when the input
+            repeats each step.
+        event_counts: ``[T, L]``: events emitted by each of the ``L`` layers at each step.
+        hidden_sizes: units per layer (``activity`` = event_counts / hidden_sizes, averaged).
+        states: with ``record=True``, per layer a dict of state arrays ``[T, H]`` (spiking:
+            ``v, z, b, refractory``; EGRU: ``c, y, o``); else empty.
+        events: with ``record=True``, per layer the list of event indices of every step.
+    """
+
+    outputs: np.ndarray
+    event_counts: np.ndarray
+    hidden_sizes: list[int]
+    states: list[dict[str, np.ndarray]] = field(default_factory=list)
+    events: list[list[np.ndarray]] = field(default_factory=list)
+
+    @property
+    def activity(self) -> np.ndarray:
+        """Fraction of units with an event, per layer (mean over the steps)."""
+        return self.event_counts.mean(axis=0) / np.asarray(self.hidden_sizes)
+
+
+class Session:
+    """Run a :class:`~ranvier.engine.Graph` one step at a time (batch 1).
+
+    ``step(x_t)`` takes one input step (a feature vector ``[I]``, or a token id for a language
+    model) and returns this step's output: the readout ``[O]`` (classifier), the logits ``[V]``
+    (language model) or the last layer's output ``[H]`` (a bare stack of layers). ``run(xs)``
+    runs a whole sequence from the current state. ``reset()`` returns to the all-zero state.
+
+    After every step ``events[k]`` holds the indices of the units of layer ``k`` that emitted a
+    non-zero output, and ``event_counts`` their numbers.
+
+    Example::
+
+        >>> import numpy as np, torch
+        >>> from ranvier import LIF
+        >>> from ranvier.engine import Session, freeze
+        >>> layer = LIF(3, 16, threshold=0.05)
+        >>> session = Session(freeze(layer))
+        >>> x = np.random.default_rng(0).normal(size=(20, 3))
+        >>> out = session.run(x)
+        >>> out.outputs.shape, out.event_counts.shape
+        ((20, 16), (20, 1))
+        >>> with torch.no_grad():
+        ...     spikes, _ = layer(torch.from_numpy(x).unsqueeze(1).float())
+        >>> np.array_equal(out.outputs != 0, spikes[:, 0].numpy() != 0)
+        True
+    """
+
+    def __init__(self, graph: Graph) -> None:
+        if not isinstance(graph, Graph):
+            raise TypeError(f"Session needs a ranvier.engine.Graph, got {type(graph).__name__}; use freeze(model) first")
+        graph.validate()
+        self.graph = graph
+        dtype = graph.dtype
+        self.dtype = dtype
+        self._layers: list[Any] = [
+            _SpikingRuntime(layer, dtype) if isinstance(layer, SpikingLayer) else _EGRURuntime(layer, dtype)
+            for layer in graph.layers
+        ]
+        head = graph.head
+        if isinstance(graph.input, DenseInput):
+            self._input = _Events(graph.input.size, dtype)
+            self._repeat = graph.input.repeat
+        else:
+            self._input = _Events(graph.input.size, dtype)
+            self._repeat = 1
+            self._table = graph.input.table
+        if isinstance(head, Readout):
+            self._readout = (_weight_args(head.weight, dtype), _vector(head.bias, dtype),
+                             np.array([head.decay, 1.0], dtype=dtype))
+            self._readout[2][1] = self._readout[2][1] - self._readout[2][0]  # 1 − κ in the graph's dtype
+            self._filtered = np.zeros(head.weight.rows, dtype)
+            self._summed = np.zeros(head.weight.rows, dtype)
+        if isinstance(head, Decoder):
+            table = graph.input.table
+            decoder = Weights(table.shape[0], table.shape[1], np.ascontiguousarray(table.T), np.zeros(0, np.int64),
+                              np.zeros(0, np.int64), np.zeros(0, dtype)) if head.tied else head.weight
+            self._decoder = (_weight_args(decoder, dtype), _vector(head.bias, dtype))
+            if head.projection is not None:
+                self._projection = (_weight_args(head.projection, dtype), _vector(head.projection_bias, dtype))
+                self._projected = np.zeros(head.projection.rows, dtype)
+                self._projected_events = _Events(head.projection.rows, dtype)
+        self._output = np.zeros(graph.output_size, dtype)
+        self._input_shape = (graph.input.size,)
+        self.reset()
+
+    # -- state -------------------------------------------------------------------------------
+    def reset(self) -> None:
+        """Return every layer (and the readout filter) to the all-zero initial state."""
+        for layer in self._layers:
+            layer.reset()
+        if isinstance(self.graph.head, Readout):
+            self._filtered[:] = 0.0
+        self._output[:] = 0.0
+
+    def warm_up(self) -> "Session":
+        """Run one step (a zero input, or token 0) and reset: the first step of a process loads
+        (or compiles) the numba kernels, which would spoil the first latency measured."""
+        self._step_view(0 if isinstance(self.graph.input, Embedding) else np.zeros(self._input_shape, self.dtype))
+        self.reset()
+        return self
+
+    @property
+    def events(self) -> list[np.ndarray]:
+        """Per layer, the indices of the units with an event at the last step."""
+        return [layer.events.indices() for layer in self._layers]
+
+    @property
+    def event_counts(self) -> list[int]:
+        """Per layer, the number of events at the last step."""
+        return [layer.events.n for layer in self._layers]
+
+    def state(self, layer: int) -> dict[str, np.ndarray]:
+        """A copy of layer ``layer``'s state (spiking: v, z, b, refractory; EGRU: c, y, o)."""
+        return self._layers[layer].record()
+
+    # -- stepping ----------------------------------------------------------------------------
+    def _load_input(self, x: Any) -> None:
+        if isinstance(self.graph.input, Embedding):
+            vocab = self._table.shape[0]
+            if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, np.integer)):
+                raise TypeError(f"a language model's step takes one token id (an int), got {type(x).__name__}")
+            if not 0 <= int(x) < vocab:
+                raise ValueError(f"token id {int(x)} is outside the vocabulary [0, {vocab})")
+            row = self._table[int(x)]
+        elif type(x) is np.ndarray and x.dtype == self.dtype and x.shape == self._input_shape and x.flags.c_contiguous:
+            row = x  # the fast path: already what the kernel reads
+        else:
+            row = np.asarray(x)
+            if row.shape != self._input_shape:
+                raise ValueError(f"an input step must have shape {self._input_shape}, got {row.shape}")
+            if row.dtype.kind not in "fiub":
+                raise TypeError(f"an input step must be numeric, got dtype {row.dtype}")
+            row = np.ascontiguousarray(row, dtype=self.dtype)
+        n = kernels.dense_events(row, self._input.idx, self._input.val)
+        if n < 0:
+            raise ValueError("the input step contains NaN or inf")
+        self._input.n = n
+
+    def _advance(self) -> None:
+        source = self._input
+        for layer in self._layers:
+            layer.step(source)
+            source = layer.events
+        head = self.graph.head
+        if isinstance(head, Readout):
+            weights, bias, consts = self._readout
+            kernels.readout_step(source.idx, source.val, source.n, *weights, bias, consts, self._filtered,
+                                 self._summed, self._output)
+        elif isinstance(head, Decoder):
+            if head.projection is not None:
+                weights, bias = self._projection
+                kernels.linear_step(self._projected, *weights, bias, source.idx, source.val, source.n)
+                source = self._projected_events
+                source.n = kernels.dense_events(self._projected, source.idx, source.val)
+            weights, bias = self._decoder
+            kernels.linear_step(self._output, *weights, bias, source.idx, source.val, source.n)
+        else:
+            layer = self._layers[-1]
+            self._output[:] = layer.state[1]  # z (spiking) or y (EGRU): the layer's output
+
+    def step(self, x: Any) -> np.ndarray:
+        """Feed one input step; returns this step's output (a new array)."""
+        return self._step_view(x).copy()
+
+    def _step_view(self, x: Any) -> np.ndarray:
+        # step() without the copy: the returned array is overwritten by the next step
+        self._load_input(x)
+        for _ in range(self._repeat):
+            self._advance()
+        return self._output
+
+    def run(self, xs: Sequence[Any] | np.ndarray, *, record: bool = False) -> RunResult:
+        """Run a sequence (``[T, I]`` features, or ``T`` token ids) from the current state."""
+        if isinstance(self.graph.input, DenseInput):
+            xs = np.asarray(xs)
+            if xs.ndim != 2 or xs.shape[1] != self.graph.input.size:
+                raise ValueError(f"a sequence must have shape (T, {self.graph.input.size}), got {xs.shape}")
+        if len(xs) == 0:
+            raise ValueError("the input sequence is empty")
+        steps = len(xs) * self._repeat
+        outputs = np.zeros((steps, self.graph.output_size), self.dtype)
+        counts = np.zeros((steps, len(self._layers)), np.int64)
+        states: list[dict[str, list[np.ndarray]]] = [{} for _ in self._layers]
+        events: list[list[np.ndarray]] = [[] for _ in self._layers]
+        t = 0
+        for x in xs:
+            self._load_input(x)
+            for _ in range(self._repeat):
+                self._advance()
+                outputs[t] = self._output
+                for k, layer in enumerate(self._layers):
+                    counts[t, k] = layer.events.n
+                    if record:
+                        for name, value in layer.record().items():
+                            states[k].setdefault(name, []).append(value)
+                        events[k].append(layer.events.indices())
+                t += 1
+        stacked = [{name: np.stack(values) for name, values in s.items()} for s in states] if record else []
+        return RunResult(outputs, counts, [layer.hidden_size for layer in self._layers], stacked,
+                         events if record else [])
+
+    def classify(self, xs: np.ndarray) -> np.ndarray:
+        """A classifier's logits for the sequence ``xs`` ``[T, I]`` from the zero state: the mean
+        readout over the last ``readout_steps`` steps (``SequenceClassifier``'s decision)."""
+        head = self.graph.head
+        if not isinstance(head, Readout):
+            raise GraphError("classify needs a classifier graph (a Readout head)")
+        self.reset()
+        outputs = self.run(xs).outputs
+        last = outputs[-head.readout_steps:] if head.readout_steps > 0 else outputs  # as y[-k:] in torch
+        return last.sum(axis=0) / len(last)
