@@ -16,6 +16,21 @@ class KernelUnsupportedError(RuntimeError):
     """``backend="kernel"`` was asked for a configuration the fused kernel does not implement."""
 
 
+def unsupported_input(x, surrogate) -> str | None:
+    """The checks every kernel shares: CPU, float32/float64, a pseudo-derivative it knows."""
+    import torch
+
+    from ..core.surrogate import FastSigmoid, PiecewiseLinear
+
+    if x.device.type != "cpu":
+        return f"device {x.device} (the kernel is CPU-only)"
+    if x.dtype not in (torch.float32, torch.float64):
+        return f"dtype {x.dtype} (the kernel supports float32 and float64)"
+    if type(surrogate) not in (PiecewiseLinear, FastSigmoid):
+        return f"surrogate {type(surrogate).__name__} (the kernel knows PiecewiseLinear and FastSigmoid)"
+    return None
+
+
 def check_backend(backend: str) -> str:
     """Validate a ``backend=`` argument."""
     if backend not in BACKENDS:
@@ -35,4 +50,4 @@ def wants_kernel(backend: str, unsupported: str | None) -> bool:
     return False
 
 
-__all__ = ["BACKENDS", "KernelUnsupportedError", "check_backend", "wants_kernel"]
+__all__ = ["BACKENDS", "KernelUnsupportedError", "check_backend", "unsupported_input", "wants_kernel"]

@@ -14,9 +14,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..core.surrogate import FastSigmoid, PiecewiseLinear
+from ..core.surrogate import PiecewiseLinear
 from ..neurons.egru import EGRU, TRACE_DECAY, EGRUState
-from . import wants_kernel
+from . import unsupported_input, wants_kernel
 from . import _egru_numba as nb
 from ._threads import num_chunks, run_chunks
 
@@ -27,12 +27,9 @@ def unsupported_reason(layer: EGRU, x: Tensor, state: object) -> str | None:
     """Why the fused kernel cannot run this call, or ``None`` when it can."""
     if type(layer)._run is not EGRU._run or type(layer)._layer_step is not EGRU._layer_step:
         return f"{type(layer).__name__} overrides the EGRU update"
-    if x.device.type != "cpu":
-        return f"device {x.device} (the kernel is CPU-only)"
-    if x.dtype not in (torch.float32, torch.float64):
-        return f"dtype {x.dtype} (the kernel supports float32 and float64)"
-    if type(layer.surrogate) not in (PiecewiseLinear, FastSigmoid):
-        return f"surrogate {type(layer.surrogate).__name__} (the kernel knows PiecewiseLinear and FastSigmoid)"
+    shared = unsupported_input(x, layer.surrogate)
+    if shared is not None:
+        return shared
     if not layer._event_gating:
         return "_event_gating=False (the plain-GRU test mode)"
     for p in layer.parameters():

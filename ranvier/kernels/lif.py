@@ -17,13 +17,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..core.surrogate import FastSigmoid, PiecewiseLinear
+from ..core.surrogate import PiecewiseLinear
 from ..layers.recurrent import SpikingRecurrent
 from ..neurons.alif import ALIF, ALIFState
 from ..neurons.lif import LIF, LIFState
 from ..sparse.masks import effective_weight
 from . import _lif_numba as nb
-from . import wants_kernel
+from . import unsupported_input, wants_kernel
 from ._threads import num_chunks, run_chunks
 
 __all__ = ["unsupported_reason", "select", "run", "SpikingRecurrentFunction"]
@@ -59,12 +59,9 @@ def unsupported_reason(layer: SpikingRecurrent, currents: Tensor, state: NamedTu
             return f"{cls.__name__} overrides {method}"
     if layer.convention.reset != "subtract":
         return f"convention.reset={layer.convention.reset!r} (the kernel implements the subtractive reset)"
-    if currents.device.type != "cpu":
-        return f"device {currents.device} (the kernel is CPU-only)"
-    if currents.dtype not in (torch.float32, torch.float64):
-        return f"dtype {currents.dtype} (the kernel supports float32 and float64)"
-    if type(layer.surrogate) not in (PiecewiseLinear, FastSigmoid):
-        return f"surrogate {type(layer.surrogate).__name__} (the kernel knows PiecewiseLinear and FastSigmoid)"
+    shared = unsupported_input(currents, layer.surrogate)
+    if shared is not None:
+        return shared
     for name in ("tau_mem", "threshold", "tau_adapt", "beta"):
         value = getattr(layer, name, None)
         if isinstance(value, Tensor) and (value.requires_grad or value.dtype != currents.dtype or value.device.type != "cpu"):

@@ -17,6 +17,7 @@ the sign-corrected gradient. Its update of dormant entries (momentum) is undone 
 """
 from __future__ import annotations
 
+import abc
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Union
@@ -71,7 +72,7 @@ def dale_signs(n: int, excitatory: float = 0.8, *, generator: torch.Generator | 
     return signs
 
 
-class OptimizerWrapper:
+class OptimizerWrapper(abc.ABC):
     """Forwards the optimiser interface (``param_groups``, ``state``, ``zero_grad``) to ``optimizer``.
 
     ``state_dict()`` is the wrapped optimiser's, with the wrapper's own per-weight tensors added
@@ -124,8 +125,9 @@ class OptimizerWrapper:
             self._after_step()
         return loss
 
+    @abc.abstractmethod
     def _after_step(self) -> None:
-        raise NotImplementedError
+        """What the wrapper does to the weights after every inner optimiser step (under no_grad)."""
 
     # -- checkpoints ----------------------------------------------------------------------------
     def _extra_state(self) -> list[dict[str, Any]]:
