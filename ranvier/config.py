@@ -89,6 +89,7 @@ class TrainConfig:
     train_params: str = field(default="weights", metadata={"help": "delay-snn: what to train, delays | weights | both", "flag": "--train"})
     ternary: bool = field(default=False, metadata={"help": "delay-snn: frozen ternary weights {-w, 0, +w} (with --train delays)"})
     max_delay: float = field(default=10.0, metadata={"help": "delay-snn: largest synaptic delay D_max (steps)"})
+    weight_lr: float = field(default=0.0, metadata={"help": "delay-snn: Adam learning rate of the weights (0: --lr); the weights are ~10x larger than the delays"})
     # learning rule (issue 9): BPTT or online e-prop (ranvier.learning.eprop, SCIENCE.md §7)
     learning: str = field(default="bptt", metadata={"help": "bptt | eprop (online e-prop; lif, alif and lsnn only)"})
     feedback: str = field(default="symmetric", metadata={"help": "e-prop learning signals: symmetric | random | adaptive"})

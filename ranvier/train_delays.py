@@ -67,7 +67,13 @@ class DelayJob(ClassificationJob):
         self.window = TARGET_WINDOWS.get(cfg.task)
 
     def parameter_groups(self) -> list[dict[str, Any]]:
-        return [{"params": [p for p in self.model.parameters() if p.requires_grad]}]
+        # Weights (scale ~10) and delays (steps, ~0-10) want different step sizes: --weight-lr.
+        weights = [p for n, p in self.model.named_parameters() if p.requires_grad and not n.endswith("delay")]
+        delays = [p for n, p in self.model.named_parameters() if p.requires_grad and n.endswith("delay")]
+        groups = [{"params": delays}] if delays else []
+        if weights:
+            groups.append({"params": weights, **({"lr": self.cfg.weight_lr} if self.cfg.weight_lr > 0 else {})})
+        return groups
 
     def loss(self, step: int) -> tuple[Tensor, dict[str, float]]:
         x, y = self.batch(step)
