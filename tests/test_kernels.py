@@ -231,11 +231,22 @@ def egru_grads(layer, x, state, weights, train):
     return y, finals, torch.autograd.grad(loss, inputs, allow_unused=True)
 
 
+@pytest.mark.parametrize("path", ["loop", "stepwise"])
 @pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
 @pytest.mark.parametrize("option", list(EGRU_OPTIONS))
 @settings(max_examples=2, deadline=None)
 @given(T=st.integers(1, 12), B=st.integers(1, 5), I=st.integers(1, 4), H=st.integers(1, 8), seed=st.integers(0, 2**16))
-def test_egru_kernel_equals_reference(option, train, T, B, I, H, seed):
+def test_egru_kernel_equals_reference(option, train, path, T, B, I, H, seed):
+    """Both kernel paths: the compiled loop, and (wide layers, reset gate after) the per-step
+    BLAS matmul between compiled elementwise calls, forced here at small H."""
+    from ranvier.kernels import egru as egru_kernel
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(egru_kernel, "STEPWISE_MIN_HIDDEN", 1 if path == "stepwise" else 10**9)
+        _check_egru_kernel_equals_reference(option, train, T, B, I, H, seed)
+
+
+def _check_egru_kernel_equals_reference(option, train, T, B, I, H, seed):
     from ranvier import EGRU
 
     kw = dict(EGRU_OPTIONS[option])
@@ -286,7 +297,8 @@ def test_egru_dispatch():
     torch.testing.assert_close(y, y_traj, rtol=1e-12, atol=1e-12)
 
 
-def test_egru_gradcheck_without_events():
+@pytest.mark.parametrize("path", ["loop", "stepwise"])
+def test_egru_gradcheck_without_events(path, monkeypatch):
     """With thresholds far above |ĉ| and a narrow support there are no events and no
     pseudo-derivative, so the layer is a smooth gated recurrence and finite differences apply
     (gates, candidate, zoneout-free update, trace, initial state)."""
@@ -295,6 +307,7 @@ def test_egru_gradcheck_without_events():
     from ranvier.kernels import _egru_numba as enb
     from ranvier.kernels import egru as egru_kernel
 
+    monkeypatch.setattr(egru_kernel, "STEPWISE_MIN_HIDDEN", 1 if path == "stepwise" else 10**9)
     T, B, H = 4, 2, 3
     gen = torch.Generator().manual_seed(0)
     proj = torch.randn(T, B, 3 * H, generator=gen, dtype=F64, requires_grad=True)

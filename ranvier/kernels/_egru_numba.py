@@ -44,11 +44,16 @@ def _pseudo(margin, kind, sa, sb):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def egru_forward(P, RT, bR, thr, c0, y0, tr0, zmask, consts, flags,
-                 y_out, chat_out, zg_out, rg_out, g_out, rhg_out, trT, bs, be):
-    """Samples ``bs..be−1`` over all steps. Stores the gates ``z, r, g``, the recurrent
-    candidate input ``Rh_g`` (reset gate after the matmul), ``ĉ`` and the events ``y``."""
-    T, _, H3 = P.shape
+def egru_forward(P, RT, bR, thr, y0, zmask, consts, flags, rh_ext,
+                 y_out, chat_out, zg_out, rg_out, g_out, rhg_out, c, tr, t0, t1, bs, be):
+    """Samples ``bs..be−1``, steps ``t0..t1−1``. Stores the gates ``z, r, g``, the recurrent
+    candidate input ``Rh_g`` (reset gate after the matmul), ``ĉ`` and the events ``y``.
+
+    ``c`` and ``tr`` ``[B, H]`` hold the state and trace; they start as ``c_0``, ``trace_0`` and
+    are updated in place, so a sequence can be run a few steps per call. ``rh_ext`` ``[B, 3H]``,
+    when not empty, is the recurrent input ``R y_{t−1} + b_R`` of the single step ``t0``, already
+    computed (a BLAS matmul in torch); otherwise it is gathered here from the events."""
+    _, _, H3 = P.shape
     H = H3 // 3
     n = be - bs
     event = flags[RESET_EVENT] != 0
@@ -59,32 +64,32 @@ def egru_forward(P, RT, bR, thr, c0, y0, tr0, zmask, consts, flags,
     sa, sb, p_zone, w_tr = consts[SUR_A], consts[SUR_B], consts[ZONEOUT_P], consts[TRACE_W]
     zero = sa * 0
     one = zero + 1
-    c = np.empty((n, H), P.dtype)
-    tr = np.empty((n, H), P.dtype)
-    for i in range(n):
-        c[i] = c0[bs + i]
-        tr[i] = tr0[bs + i]
+    external = rh_ext.shape[0] > 0
     rh = np.empty(H3, P.dtype)
     ry = np.empty(H, P.dtype)
     idx = np.empty(H, np.int64)
-    for t in range(T):
+    count = 0
+    for t in range(t0, t1):
         for i in range(n):
             bi = bs + i
             yp = y0[bi] if t == 0 else y_out[t - 1, bi]
             pt = P[t, bi]
-            ci = c[i]
-            if has_bias:
-                rh[:] = bR
+            ci = c[bi]
+            if external:
+                rh[:] = rh_ext[bi]
             else:
-                rh[:] = zero
-            count = _nonzero(yp, idx)
-            width = 2 * H if before else H3
-            for k in range(count):  # gather: only units with an event at t − 1
-                j = idx[k]
-                yj = yp[j]
-                row = RT[j]
-                for h in range(width):
-                    rh[h] += yj * row[h]
+                if has_bias:
+                    rh[:] = bR
+                else:
+                    rh[:] = zero
+                count = _nonzero(yp, idx)
+                width = 2 * H if before else H3
+                for k in range(count):  # gather: only units with an event at t − 1
+                    j = idx[k]
+                    yj = yp[j]
+                    row = RT[j]
+                    for h in range(width):
+                        rh[h] += yj * row[h]
             ts = t % zg_out.shape[0]  # one-step buffers when nothing is stored for a backward
             zg = zg_out[ts, bi]
             rg = rg_out[ts, bi]
@@ -110,7 +115,7 @@ def egru_forward(P, RT, bR, thr, c0, y0, tr0, zmask, consts, flags,
                     g[h] = np.tanh(pt[2 * H + h] + rg[h] * rh[2 * H + h])
             ch = chat_out[t % chat_out.shape[0], bi]
             yo = y_out[t, bi]
-            tri = tr[i]
+            tri = tr[bi]
             for h in range(H):
                 v = _lerp(g[h], ci[h], zg[h])
                 if zone == ZONEOUT_MASK:
@@ -127,17 +132,20 @@ def egru_forward(P, RT, bR, thr, c0, y0, tr0, zmask, consts, flags,
                 else:
                     ci[h] = v - thr[h] if fire else v - zero * thr[h]
                 tri[h] = _lerp(tri[h], yo[h], w_tr)
-    for i in range(n):
-        trT[bs + i] = tr[i]
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def egru_backward(gy, gch, gtr, RT, thr, c0, y0, zmask, y_out, chat, zg_s, rg_s, g_s, rhg_s, consts, flags,
-                  need_y0, dP, dRh, dthr, dc0, dy0, dtr0, bs, be):
-    """Backpropagate samples ``bs..be−1``. Writes ``dP`` (projection), ``dRh`` (gradient of
-    ``Rh = R y_{t−1} + b_R``; for reset gate before, its g part is the gradient of
-    ``R_g (r ⊙ y_{t−1})``), this thread's ``dthr`` and the initial-state gradients."""
-    T, _, H = gy.shape
+def egru_backward(gy, gch, RT, thr, c0, y0, zmask, y_out, chat, zg_s, rg_s, g_s, rhg_s, consts, flags,
+                  need_y0, recurrent_grad, dP, dRh, dthr, dc, dyc, dtr, t0, t1, bs, be):
+    """Backpropagate samples ``bs..be−1`` through steps ``t1−1`` down to ``t0``. Writes ``dP``
+    (projection), ``dRh`` (gradient of ``Rh = R y_{t−1} + b_R``; for reset gate before, its g
+    part is the gradient of ``R_g (r ⊙ y_{t−1})``) and this thread's ``dthr``.
+
+    ``dc``, ``dyc``, ``dtr`` ``[B, H]`` carry the gradients w.r.t. ``c_t``, ``y_t`` and the
+    trace from step ``t + 1`` (zeros, zeros and ``∂L/∂trace_T`` at the start); after step 0
+    they hold the initial-state gradients. Without ``recurrent_grad`` (reset gate after only),
+    the gradient to ``y_{t−1}`` through ``R`` is left to the caller (``dRh_t R``, one matmul)."""
+    _, _, H = gy.shape
     n = be - bs
     event = flags[RESET_EVENT] != 0
     before = flags[GATE_BEFORE] != 0
@@ -146,15 +154,10 @@ def egru_backward(gy, gch, gtr, RT, thr, c0, y0, zmask, y_out, chat, zg_s, rg_s,
     sa, sb, p_zone, w_tr = consts[SUR_A], consts[SUR_B], consts[ZONEOUT_P], consts[TRACE_W]
     zero = sa * 0
     one = zero + 1
-    dc = np.zeros((n, H), gy.dtype)  # gradient w.r.t. c_t (from step t + 1)
-    dyc = np.zeros((n, H), gy.dtype)  # gradient w.r.t. y_t from step t + 1
-    dtr = np.empty((n, H), gy.dtype)
-    for i in range(n):
-        dtr[i] = gtr[bs + i]
     dry = np.empty(H, gy.dtype)
     idx = np.empty(H, np.int64)
     cprev = np.empty(H, gy.dtype)
-    for t in range(T - 1, -1, -1):
+    for t in range(t1 - 1, t0 - 1, -1):
         for i in range(n):
             bi = bs + i
             yp = y0[bi] if t == 0 else y_out[t - 1, bi]
@@ -172,9 +175,9 @@ def egru_backward(gy, gch, gtr, RT, thr, c0, y0, zmask, y_out, chat, zg_s, rg_s,
             zg = zg_s[t, bi]
             rg = rg_s[t, bi]
             g = g_s[t, bi]
-            dci = dc[i]
-            dyi = dyc[i]
-            dtri = dtr[i]
+            dci = dc[bi]
+            dyi = dyc[bi]
+            dtri = dtr[bi]
             dp = dP[t, bi]
             drh = dRh[t, bi]
             for h in range(H):
@@ -255,7 +258,9 @@ def egru_backward(gy, gch, gtr, RT, thr, c0, y0, zmask, y_out, chat, zg_s, rg_s,
                     dyi[h] += dry[h] * r
             # gradient to y_{t−1} through the recurrent matmul, only where it can flow
             width = 2 * H if before else 3 * H
-            if t > 0:
+            if not recurrent_grad:
+                pass
+            elif t > 0:
                 chp = chat[t - 1, bi]
                 for h in range(H):
                     mp = chp[h] - thr[h]
@@ -264,7 +269,3 @@ def egru_backward(gy, gch, gtr, RT, thr, c0, y0, zmask, y_out, chat, zg_s, rg_s,
             elif need_y0:
                 for h in range(H):
                     dyi[h] += _dot(drh[:width], RT[h, :width])
-    for i in range(n):
-        dc0[bs + i] = dc[i]
-        dy0[bs + i] = dyc[i]
-        dtr0[bs + i] = dtr[i]

@@ -52,6 +52,17 @@ def select(layer: EGRU, x: Tensor, state: object) -> bool:
     return wants_kernel(layer.backend, None if layer.backend == "reference" else unsupported_reason(layer, x, state))
 
 
+# Above this width the recurrent product runs as one BLAS matmul per step (torch, on all of
+# torch's threads) between two compiled calls for the elementwise part, instead of inside the
+# compiled loop: at H = 512 the loop's per-sample gather or dot products cannot keep up with
+# MKL's GEMM (measured in docs/kernels.md). Reset gate "before" always uses the loop.
+STEPWISE_MIN_HIDDEN = 256
+
+
+def _stepwise(hidden: int, flags: np.ndarray) -> bool:
+    return hidden >= STEPWISE_MIN_HIDDEN and not flags[nb.GATE_BEFORE]
+
+
 class EGRUFunction(torch.autograd.Function):
     """``(proj [T,B,3H], W_hh [3H,H], b_hh or None, ϑ [H], c0, y0, trace0, zoneout mask or None)
     -> (y [T,B,H], ĉ [T,B,H], trace_T [B,H])``."""
@@ -70,14 +81,21 @@ class EGRUFunction(torch.autograd.Function):
         y = torch.empty(T, B, H, dtype=dt)
         chat, zg, rg, g = (torch.empty(steps, B, H, dtype=dt) for _ in range(4))
         rhg = torch.empty((0, 0, 0) if before else (steps, B, H), dtype=dt)
-        tr_t = torch.empty(B, H, dtype=dt)
         zm = zmask.contiguous() if zmask is not None else torch.empty(0, 0, 0, dtype=dt)
         thr_d = thr.detach().contiguous()
         c0d, y0d, tr0d = (s.detach().contiguous() for s in (c0, y0, tr0))
-        args = (proj.detach().contiguous().numpy(), rt.numpy(), bias.numpy(), thr_d.numpy(), c0d.numpy(), y0d.numpy(),
-                tr0d.numpy(), zm.numpy(), consts, flags, y.numpy(), chat.numpy(), zg.numpy(), rg.numpy(), g.numpy(),
-                rhg.numpy(), tr_t.numpy())
-        run_chunks(lambda _, s, e: nb.egru_forward(*args, s, e), B, num_chunks(B))
+        c, tr_t = c0d.clone(), tr0d.clone()  # updated in place: the final trace is returned
+        head = (proj.detach().contiguous().numpy(), rt.numpy(), bias.numpy(), thr_d.numpy(), y0d.numpy(), zm.numpy(),
+                consts, flags)
+        tail = (y.numpy(), chat.numpy(), zg.numpy(), rg.numpy(), g.numpy(), rhg.numpy(), c.numpy(), tr_t.numpy())
+        if _stepwise(H, flags):
+            rh = torch.empty(B, H3, dtype=dt)
+            for t in range(T):
+                torch.addmm(bias, y0d if t == 0 else y[t - 1], rt, out=rh)
+                nb.egru_forward(*head, rh.numpy(), *tail, t, t + 1, 0, B)
+        else:
+            no_rh = np.empty((0, 0), dtype=head[0].dtype)
+            run_chunks(lambda _, s, e: nb.egru_forward(*head, no_rh, *tail, 0, T, s, e), B, num_chunks(B))
         ctx.save_for_backward(rt, thr_d, c0d, y0d, zm, y, chat, zg, rg, g, rhg)
         ctx.consts, ctx.flags, ctx.has_bias = consts, flags, b_hh is not None
         return y, chat, tr_t
@@ -90,17 +108,28 @@ class EGRUFunction(torch.autograd.Function):
         need = ctx.needs_input_grad
         gy = torch.zeros_like(y) if gy is None else gy.contiguous()
         gch = torch.zeros_like(y) if gch is None else gch.contiguous()
-        gtr = torch.zeros(B, H, dtype=dt) if gtr is None else gtr.contiguous()
-        chunks = num_chunks(B)
+        d_tr = torch.zeros(B, H, dtype=dt) if gtr is None else gtr.detach().clone().contiguous()
         d_p, d_rh = torch.empty(T, B, 3 * H, dtype=dt), torch.empty(T, B, 3 * H, dtype=dt)
-        d_thr = torch.zeros(chunks, H, dtype=dt)
-        dc0, dy0, dtr0 = (torch.empty(B, H, dtype=dt) for _ in range(3))
-        args = (gy.numpy(), gch.numpy(), gtr.numpy(), rt.numpy(), thr.numpy(), c0.numpy(), y0.numpy(), zm.numpy(),
+        d_c, d_y = torch.zeros(B, H, dtype=dt), torch.zeros(B, H, dtype=dt)  # end as ∂L/∂c_0, ∂L/∂y_0
+        stepwise = _stepwise(H, ctx.flags)
+        args = (gy.numpy(), gch.numpy(), rt.numpy(), thr.numpy(), c0.numpy(), y0.numpy(), zm.numpy(),
                 y.numpy(), chat.numpy(), zg.numpy(), rg.numpy(), g.numpy(), rhg.numpy(), ctx.consts, ctx.flags,
-                bool(need[5]), d_p.numpy(), d_rh.numpy())
-        dthr_n = d_thr.numpy()
-        outs = (dc0.numpy(), dy0.numpy(), dtr0.numpy())
-        run_chunks(lambda c, s, e: nb.egru_backward(*args, dthr_n[c], *outs, s, e), B, chunks)
+                bool(need[5]), not stepwise, d_p.numpy(), d_rh.numpy())
+        state = (d_c.numpy(), d_y.numpy(), d_tr.numpy())
+        if stepwise:
+            d_thr = torch.zeros(1, H, dtype=dt)
+            flows = _gradient_flows(chat, thr, ctx.consts, ctx.flags)  # [T, B, H]: where y_t's gradient goes on
+            dthr_n = d_thr.numpy()[0]
+            for t in range(T - 1, -1, -1):
+                nb.egru_backward(*args, dthr_n, *state, t, t + 1, 0, B)
+                if t > 0 or need[5]:  # ∂L/∂y_{t−1} += dRh_t R, only where it can flow (as the loop does)
+                    d_prev = d_rh[t] @ rt.t()
+                    d_y.add_(d_prev.where(flows[t - 1], 0.0) if t > 0 else d_prev)
+        else:
+            chunks = num_chunks(B)
+            d_thr = torch.zeros(chunks, H, dtype=dt)
+            dthr_n = d_thr.numpy()
+            run_chunks(lambda k, s, e: nb.egru_backward(*args, dthr_n[k], *state, 0, T, s, e), B, chunks)
         d_w = d_b = None
         if need[1]:
             y_prev = torch.cat([y0.unsqueeze(0), y[:-1]]).reshape(T * B, H)
@@ -113,7 +142,19 @@ class EGRUFunction(torch.autograd.Function):
         if ctx.has_bias and need[2]:
             d_b = d_rh.sum((0, 1))
         return (d_p if need[0] else None, d_w, d_b, d_thr.sum(0) if need[3] else None,
-                dc0 if need[4] else None, dy0 if need[5] else None, dtr0 if need[6] else None, None, None, None)
+                d_c if need[4] else None, d_y if need[5] else None, d_tr if need[6] else None, None, None, None)
+
+
+def _gradient_flows(chat: Tensor, thr: Tensor, consts: np.ndarray, flags: np.ndarray) -> Tensor:
+    """Where the gradient w.r.t. ``y_t`` reaches anything: an event (``ĉ_t > ϑ``) or a non-zero
+    pseudo-derivative of the margin (the same test as the compiled loop's)."""
+    margin = chat - thr
+    if flags[nb.SURROGATE] == nb.PIECEWISE_LINEAR:
+        gamma, width = float(consts[nb.SUR_A]), float(consts[nb.SUR_B])
+        pseudo_nonzero = (1.0 - margin.abs() / width > 0) & (gamma != 0.0)
+    else:
+        pseudo_nonzero = torch.ones_like(margin, dtype=torch.bool)  # fast sigmoid: never zero
+    return (margin > 0) | pseudo_nonzero
 
 
 def run_layer(layer: EGRU, proj: Tensor, zmask: Tensor | None, w_hh: Tensor, b_hh: Tensor | None, thr: Tensor,
