@@ -100,6 +100,23 @@ def test_cli_delay_only_ternary_run(data_dir, tmp_path, monkeypatch):
     assert set(report["synops"]["by_layer"]) == {"layer0", "layer1"}
 
 
+def test_weight_lr_gives_the_weights_their_own_step_size(data_dir):
+    from ranvier.config import build_config
+    from ranvier.train_delays import DelayJob
+
+    base = {"task": "mnist-latency", "model": "delay-snn", "hidden_size": 8, "data_dir": data_dir, "lr": 0.01}
+    job = DelayJob(build_config({**base, "train_params": "both", "weight_lr": 0.3}))
+    groups = job.parameter_groups()
+    by_lr = {g.get("lr", 0.01): {id(p) for p in g["params"]} for g in groups}
+    net = job.model
+    assert by_lr[0.01] == {id(net.fc1.delay), id(net.fc2.delay)}
+    assert by_lr[0.3] == {id(net.fc1.weight), id(net.fc2.weight)}
+    # delays only: one group at --lr, and --weight-lr has nothing to act on
+    only = DelayJob(build_config({**base, "train_params": "delays", "ternary": True, "weight_lr": 0.3}))
+    assert [len(g["params"]) for g in only.parameter_groups()] == [2]
+    assert "lr" not in only.parameter_groups()[0]
+
+
 def test_delayed_xor_task_and_benchmark_smoke():
     x, y = delayed_xor(64, gap=20, noise=0.0, generator=torch.Generator().manual_seed(0))
     assert x.shape == (64, 29, 4) and x.sum() == 64 * 4  # two 2-step pulses per sample
