@@ -287,6 +287,40 @@ def test_fit_with_rewiring_keeps_k_and_resumes_bit_exactly(data_dir, tmp_path, m
     assert json.loads((tmp_path / "whole" / "report.json").read_text())["connection_sparsity"]["overall"] > 0.6
 
 
+def test_sparsify_optimizer_soft_mode_and_dale_from_the_config():
+    from ranvier.sparse import sparsify_optimizer
+
+    torch.manual_seed(0)
+    cfg = build_config(dict(task="mnist1d", model="egru", hidden_size=10, rewiring=0.5, rewiring_l1=0.01,
+                            rewiring_temperature=1e-4, rewiring_mode="soft", dale=0.7))
+    model = build_classifier(cfg, 3, 10)
+    opt = sparsify_optimizer(torch.optim.SGD(model.parameters(), lr=0.1), model, cfg)
+    assert isinstance(opt, SoftDeepR) and opt.theta_min == pytest.approx(-0.03)  # -3 x l1
+    names = list(maskable_weights(model))
+    recurrent = names.index("core.egru.weight_hh_l0")
+    signs = opt.signs[recurrent]
+    assert torch.all(signs == signs[:1])  # one sign per presynaptic unit (column), all three gates
+    assert int((signs[0] > 0).sum()) == 7
+    x = torch.randn(4, 12, 3)
+    for _ in range(5):
+        model(x)[0].pow(2).sum().backward()
+        opt.step()
+        opt.zero_grad()
+    w = model.core.egru.weight_hh_l0.detach()
+    assert torch.all(w * signs >= 0)  # Dale's law holds through training
+    assert all(bool((t >= opt.theta_min).all()) for t in opt.theta)
+    def wrap(**settings):
+        c = build_config(dict(task="mnist1d", model="egru", hidden_size=10, rewiring=0.5, **settings))
+        fresh = build_classifier(c, 3, 10)
+        return sparsify_optimizer(torch.optim.SGD(fresh.parameters(), lr=0.1), fresh, c)
+
+    assert isinstance(wrap(dale=0.7), DeepR)
+    with pytest.raises(ValueError, match="hard or soft"):
+        wrap(rewiring_mode="medium")
+    with pytest.raises(ValueError, match="excitatory"):
+        wrap(dale=1.5)
+
+
 def test_fit_with_pruning_reaches_the_sparsity_and_keeps_masked_weights_zero(data_dir, tmp_path):
     from ranvier.train import fit
 
