@@ -88,11 +88,15 @@ class _EGRURuntime:
         self.bias_ih = _vector(layer.input_bias, dtype)
         self.bias_hh = _vector(layer.recurrent_bias, dtype)
         self.threshold = _vector(layer.threshold, dtype)
-        self.flags = np.array([layer.reset == "event", layer.reset_gate == "before"], dtype=np.bool_)
+        # float32 sessions take the vectorised exp for σ and tanh (kernels._exp_f32, ~1 ulp);
+        # float64 ones keep libm's, so that they match torch to rounding.
+        self.flags = np.array([layer.reset == "event", layer.reset_gate == "before", dtype == np.float32],
+                              dtype=np.bool_)
         self.zoneout = np.array([layer.zoneout], dtype=dtype)
         self.state = np.zeros((3, h), dtype)
         self.events = _Events(h, dtype)
-        self.scratch = (np.zeros(3 * h, dtype), np.zeros(3 * h, dtype), np.zeros(2 * h, dtype), np.zeros(h, dtype))
+        self.scratch = (np.zeros(3 * h, dtype), np.zeros(3 * h, dtype), np.zeros(3 * h, dtype), np.zeros(h, dtype),
+                        np.zeros(3 * h, np.int32))
 
     def reset(self) -> None:
         self.state[:] = 0.0
