@@ -41,9 +41,17 @@ def accumulate(out, lo, hi, dense_t, indptr, indices, data, idx, val, n):  # pra
     """``out[r − lo] += Σ_k val[k]·W[r, idx[k]]`` for the output rows ``r ∈ [lo, hi)``.
 
     ``W`` is dense (``dense_t`` = Wᵀ, row ``j`` read contiguously) or CSR of Wᵀ (``indptr``
-    non-empty): then only the non-zero entries of the active columns are touched.
+    non-empty): then only the non-zero entries of the active columns are touched. A call with
+    ``lo = 0`` and ``hi = len(out)`` must cover all of W's rows (no row index ≥ ``hi``).
     """
     if indptr.shape[0] > 0:
+        if lo == 0 and hi == out.shape[0]:  # all of W's rows (W has exactly hi rows): no range test
+            for k in range(n):
+                j = idx[k]
+                v = val[k]
+                for p in range(indptr[j], indptr[j + 1]):
+                    out[indices[p]] += v * data[p]
+            return
         for k in range(n):
             j = idx[k]
             v = val[k]
