@@ -381,6 +381,30 @@ def test_freeze_refuses_what_the_engine_cannot_run():
         freeze(LIF(2, 3), dtype=np.float16)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("storage", ["dense", "csr"])
+@pytest.mark.parametrize("kind", ["lif", "alif", "egru"])
+def test_two_threads_are_bit_identical_to_one(kind, storage, dtype, monkeypatch):
+    from ranvier.engine import run as engine_run_module
+
+    monkeypatch.setattr(engine_run_module, "PARALLEL_MIN_WORK", 0)  # every product takes the two-thread path
+    torch.manual_seed(0)
+    if kind == "egru":
+        model = EGRU(6, 24, 2, threshold_mean=-2.0).double().eval()
+    else:
+        model = (LIF if kind == "lif" else ALIF)(6, 24, threshold=0.05).double()
+    graph = freeze(model, sparse_below=STORAGE[storage]).astype(dtype)
+    x = np.random.default_rng(3).normal(size=(40, 6)) * 2
+    one, two = Session(graph).run(x, record=True), Session(graph, threads=2).run(x, record=True)
+    assert one.event_counts.sum() > 0
+    np.testing.assert_array_equal(one.outputs, two.outputs)
+    for a, b in zip(one.states, two.states):
+        for name in a:
+            np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    with pytest.raises(ValueError, match="threads"):
+        Session(graph, threads=3)
+
+
 def test_session_rejects_bad_input_and_resets():
     session = Session(freeze(LIF(3, 8, threshold=0.05)))
     with pytest.raises(ValueError, match="shape"):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 __all__ = ["dense_events", "accumulate", "linear_step", "spiking_step", "egru_step", "readout_step", "nll"]
 
@@ -83,6 +83,34 @@ def accumulate(out, lo, hi, dense_t, indptr, indices, data, idx, val, n):  # pra
             k += 1
 
 
+@njit(cache=True, parallel=True)
+def _accumulate_both_parallel(out_a, wa_t, wa_ptr, wa_ind, wa_dat, idx_a, val_a, n_a,
+                              out_b, wb_t, wb_ptr, wb_ind, wb_dat, idx_b, val_b, n_b):  # pragma: no cover - compiled
+    # Two independent products on two threads; each keeps its own order of terms, so the
+    # result is bit-identical to the serial calls.
+    for part in prange(2):
+        if part == 0:
+            accumulate(out_a, 0, out_a.shape[0], wa_t, wa_ptr, wa_ind, wa_dat, idx_a, val_a, n_a)
+        else:
+            accumulate(out_b, 0, out_b.shape[0], wb_t, wb_ptr, wb_ind, wb_dat, idx_b, val_b, n_b)
+
+
+@njit(cache=True)
+def accumulate_both(threads, min_work, out_a, wa_t, wa_ptr, wa_ind, wa_dat, idx_a, val_a, n_a,
+                    out_b, wb_t, wb_ptr, wb_ind, wb_dat, idx_b, val_b, n_b):  # pragma: no cover - compiled
+    """``out_a += A x_a`` and ``out_b += B x_b`` over all rows: on two threads when ``threads ≥ 2``
+    and both products have at least ``min_work`` active inputs × output rows (smaller ones do
+    not pay for the hand-over to the second thread), else one after the other."""
+    work_a = n_a * out_a.shape[0]
+    work_b = n_b * out_b.shape[0]
+    if threads >= 2 and min(work_a, work_b) >= min_work:
+        _accumulate_both_parallel(out_a, wa_t, wa_ptr, wa_ind, wa_dat, idx_a, val_a, n_a,
+                                  out_b, wb_t, wb_ptr, wb_ind, wb_dat, idx_b, val_b, n_b)
+    else:
+        accumulate(out_a, 0, out_a.shape[0], wa_t, wa_ptr, wa_ind, wa_dat, idx_a, val_a, n_a)
+        accumulate(out_b, 0, out_b.shape[0], wb_t, wb_ptr, wb_ind, wb_dat, idx_b, val_b, n_b)
+
+
 @njit(cache=True)
 def linear_step(out, dense_t, indptr, indices, data, bias, idx, val, n):  # pragma: no cover - compiled
     """``out = W x + b`` for the event list of ``x`` (the sum first, then the bias, as addmm)."""
@@ -98,7 +126,7 @@ def spiking_step(in_idx, in_val, n_in,
                  win_t, win_ptr, win_ind, win_dat,
                  wrec_t, wrec_ptr, wrec_ind, wrec_dat,
                  bias, params, flags, consts,
-                 state, ev_idx, ev_val, n_prev, current, recurrent_sum):  # pragma: no cover - compiled
+                 state, ev_idx, ev_val, n_prev, current, recurrent_sum, threads, min_work):  # pragma: no cover - compiled
     """One LIF/ALIF step (``ranvier.neurons.common.integrate_and_fire``, ``alif_step``).
 
     ``params`` rows: α, input gain (1 − α or 1), v_th, ρ, adaptation gain (1 − ρ or 1), β.
@@ -114,13 +142,16 @@ def spiking_step(in_idx, in_val, n_in,
     reset_by_adaptive, normalize_by_adaptive, spike_from_previous, reset_zero = flags[2], flags[3], flags[4], flags[5]
     dt, spike_value, n_refractory = consts[0], consts[1], consts[2]
     current[:] = 0.0
-    accumulate(current, 0, hidden, win_t, win_ptr, win_ind, win_dat, in_idx, in_val, n_in)
+    recurrent_sum[:] = 0.0
+    if recurrent:  # W x and W_rec z_{t−1} at once (two threads when large)
+        accumulate_both(threads, min_work, current, win_t, win_ptr, win_ind, win_dat, in_idx, in_val, n_in,
+                        recurrent_sum, wrec_t, wrec_ptr, wrec_ind, wrec_dat, ev_idx, ev_val, n_prev)
+    else:
+        accumulate(current, 0, hidden, win_t, win_ptr, win_ind, win_dat, in_idx, in_val, n_in)
     if bias.shape[0] > 0:
         for i in range(hidden):
             current[i] = current[i] + bias[i]
     if recurrent:  # addmm(input_current, z_{t−1}, W_recᵀ): the recurrent sum, then added
-        recurrent_sum[:] = 0.0
-        accumulate(recurrent_sum, 0, hidden, wrec_t, wrec_ptr, wrec_ind, wrec_dat, ev_idx, ev_val, n_prev)
         for i in range(hidden):
             current[i] = current[i] + recurrent_sum[i]
     alpha, gain, base, rho, adapt_gain, beta = params[0], params[1], params[2], params[3], params[4], params[5]
@@ -227,13 +258,14 @@ def egru_step(in_idx, in_val, n_in,
               wih_t, wih_ptr, wih_ind, wih_dat,
               whh_t, whh_ptr, whh_ind, whh_dat,
               bias_ih, bias_hh, threshold, flags, zoneout,
-              state, ev_idx, ev_val, n_prev, wx, rh, gates, scaled, bits):  # pragma: no cover - compiled
+              state, ev_idx, ev_val, n_prev, wx, rh, gates, scaled, bits, threads, min_work):  # pragma: no cover - compiled
     """One EGRU step (:func:`ranvier.egru_step` at eval). ``flags``: reset is "event",
     reset_gate is "before", fast (float32 only: the vectorised exp for σ and tanh).
     ``zoneout`` ``[1]``: the eval-time expectation ``p``.
     ``state`` rows: c (after the reset), y (graded events), o (event indicator).
     ``wx``, ``rh`` ``[3H]``, ``gates`` ``[3H]`` (z, r, then the candidate g), ``scaled`` ``[H]``
-    and ``bits`` (int32, ``[3H]``) are scratch.
+    and ``bits`` (int32, ``[3H]``) are scratch. ``threads``, ``min_work``: when the input
+    and recurrent products run side by side (:func:`accumulate_both`).
 
     Every pass over the units is branch-free so that LLVM vectorises it; the event list is
     compacted in a pass of its own."""
@@ -241,11 +273,15 @@ def egru_step(in_idx, in_val, n_in,
     reset_event, gate_before, fast = flags[0], flags[1], flags[2]
     p = zoneout[0]
     wx[:] = 0.0
-    accumulate(wx, 0, 3 * hidden, wih_t, wih_ptr, wih_ind, wih_dat, in_idx, in_val, n_in)
+    rh[:] = 0.0
+    if gate_before:
+        accumulate(wx, 0, 3 * hidden, wih_t, wih_ptr, wih_ind, wih_dat, in_idx, in_val, n_in)
+    else:  # W x and R y_{t−1} at once (two threads when large)
+        accumulate_both(threads, min_work, wx, wih_t, wih_ptr, wih_ind, wih_dat, in_idx, in_val, n_in,
+                        rh, whh_t, whh_ptr, whh_ind, whh_dat, ev_idx, ev_val, n_prev)
     if bias_ih.shape[0] > 0:
         for r in range(3 * hidden):
             wx[r] = wx[r] + bias_ih[r]
-    rh[:] = 0.0
     has_bias = bias_hh.shape[0] > 0
     candidate = rh[2 * hidden:]
     if gate_before:  # g = tanh(Wx_g + (r ⊙ y_{t−1}) W_gᵀ + b_g): z and r first
@@ -265,7 +301,6 @@ def egru_step(in_idx, in_val, n_in,
                 candidate[i] = candidate[i] + bias_hh[2 * hidden + i]
             candidate[i] = wx[2 * hidden + i] + candidate[i]
     else:  # Rh = y_{t−1} Rᵀ + b_R; g = tanh(Wx_g + r ⊙ Rh_g)
-        accumulate(rh, 0, 3 * hidden, whh_t, whh_ptr, whh_ind, whh_dat, ev_idx, ev_val, n_prev)
         if has_bias:
             for r in range(3 * hidden):
                 rh[r] = rh[r] + bias_hh[r]

@@ -43,10 +43,16 @@ class _Events:
         return self.idx[: self.n].copy()
 
 
+#: A step's input and recurrent products go to two threads (``Session(threads=2)``) only when
+#: each has at least this many active inputs × output rows; smaller ones stay on one thread,
+#: where the hand-over would cost more than it saves (measured in docs/engine.md).
+PARALLEL_MIN_WORK = 150_000
+
+
 class _SpikingRuntime:
     STATE = ("v", "z", "b", "refractory")
 
-    def __init__(self, layer: SpikingLayer, dtype: np.dtype) -> None:
+    def __init__(self, layer: SpikingLayer, dtype: np.dtype, threads: int = 1) -> None:
         h = layer.hidden_size
         self.hidden_size = h
         self.win = _weight_args(layer.input_weight, dtype)
@@ -65,6 +71,7 @@ class _SpikingRuntime:
         self.state = np.zeros((4, h), dtype)
         self.events = _Events(h, dtype)
         self.scratch = (np.zeros(h, dtype), np.zeros(h, dtype))
+        self.threads = threads
 
     def reset(self) -> None:
         self.state[:] = 0.0
@@ -73,7 +80,8 @@ class _SpikingRuntime:
     def step(self, source: _Events) -> None:
         ev = self.events
         ev.n = kernels.spiking_step(source.idx, source.val, source.n, *self.win, *self.wrec, self.bias, self.params,
-                                    self.flags, self.consts, self.state, ev.idx, ev.val, ev.n, *self.scratch)
+                                    self.flags, self.consts, self.state, ev.idx, ev.val, ev.n, *self.scratch,
+                                    self.threads, PARALLEL_MIN_WORK)
 
     def record(self) -> dict[str, np.ndarray]:
         return dict(zip(self.STATE, self.state.copy()))
@@ -82,7 +90,7 @@ class _SpikingRuntime:
 class _EGRURuntime:
     STATE = ("c", "y", "o")
 
-    def __init__(self, layer: EGRULayer, dtype: np.dtype) -> None:
+    def __init__(self, layer: EGRULayer, dtype: np.dtype, threads: int = 1) -> None:
         h = layer.hidden_size
         self.hidden_size = h
         self.wih = _weight_args(layer.input_weight, dtype)
@@ -99,6 +107,7 @@ class _EGRURuntime:
         self.events = _Events(h, dtype)
         self.scratch = (np.zeros(3 * h, dtype), np.zeros(3 * h, dtype), np.zeros(3 * h, dtype), np.zeros(h, dtype),
                         np.zeros(3 * h, np.int32))
+        self.threads = threads
 
     def reset(self) -> None:
         self.state[:] = 0.0
@@ -108,7 +117,7 @@ class _EGRURuntime:
         ev = self.events
         ev.n = kernels.egru_step(source.idx, source.val, source.n, *self.wih, *self.whh, self.bias_ih, self.bias_hh,
                                  self.threshold, self.flags, self.zoneout, self.state, ev.idx, ev.val, ev.n,
-                                 *self.scratch)
+                                 *self.scratch, self.threads, PARALLEL_MIN_WORK)
 
     def record(self) -> dict[str, np.ndarray]:
         return dict(zip(self.STATE, self.state.copy()))
@@ -148,6 +157,8 @@ class Session:
     model) and returns this step's output: the readout ``[O]`` (classifier), the logits ``[V]``
     (language model) or the last layer's output ``[H]`` (a bare stack of layers). ``run(xs)``
     runs a whole sequence from the current state. ``reset()`` returns to the all-zero state.
+    ``threads=2`` lets each layer compute its input and recurrent products on two threads when
+    both are large (:data:`PARALLEL_MIN_WORK`); the results are bit-identical to one thread.
 
     After every step ``events[k]`` holds the indices of the units of layer ``k`` that emitted a
     non-zero output, and ``event_counts`` their numbers.
@@ -169,15 +180,18 @@ class Session:
         True
     """
 
-    def __init__(self, graph: Graph) -> None:
+    def __init__(self, graph: Graph, *, threads: int = 1) -> None:
         if not isinstance(graph, Graph):
             raise TypeError(f"Session needs a ranvier.engine.Graph, got {type(graph).__name__}; use freeze(model) first")
+        if threads not in (1, 2):
+            raise ValueError(f"threads must be 1 or 2 (the input and recurrent products side by side), got {threads}")
         graph.validate()
+        self.threads = threads
         self.graph = graph
         dtype = graph.dtype
         self.dtype = dtype
         self._layers: list[Any] = [
-            _SpikingRuntime(layer, dtype) if isinstance(layer, SpikingLayer) else _EGRURuntime(layer, dtype)
+            _SpikingRuntime(layer, dtype, threads) if isinstance(layer, SpikingLayer) else _EGRURuntime(layer, dtype, threads)
             for layer in graph.layers
         ]
         head = graph.head
