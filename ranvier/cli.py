@@ -69,7 +69,7 @@ def _engine_run(args: argparse.Namespace) -> int:
     # issue 6: a trained classifier through the event-driven engine (ranvier/engine/commands.py)
     from .engine.commands import run_classifier
 
-    run_classifier(args.run_dir, args.sample, data_dir=args.data_dir, dtype=args.dtype)
+    run_classifier(args.run_dir, args.sample, data_dir=args.data_dir, dtype=args.dtype, threads=args.threads)
     return 0
 
 
@@ -78,7 +78,7 @@ def _engine_generate(args: argparse.Namespace) -> int:
     from .engine.commands import generate_text
 
     generate_text(args.run_dir, args.prompt, args.tokens, temperature=args.temperature, seed=args.seed,
-                  data_dir=args.data_dir, dtype=args.dtype)
+                  data_dir=args.data_dir, dtype=args.dtype, threads=args.threads)
     return 0
 
 
@@ -95,6 +95,8 @@ def _add_engine_commands(sub: Any) -> None:
     generate.add_argument("--seed", type=int, default=0, help="sampling seed")
     for parser in (run, generate):
         parser.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="engine precision")
+        parser.add_argument("--threads", type=int, choices=[1, 2], default=1,
+                            help="2: large products of a step on two threads (bit-identical results)")
         parser.add_argument("--data-dir", help="data root, if not the one recorded in the run's config.toml")
     run.set_defaults(func=_engine_run)
     generate.set_defaults(func=_engine_generate)

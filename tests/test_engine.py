@@ -435,8 +435,17 @@ def test_lm_session_matches_torch_and_generates():
         reference = torch.nn.functional.cross_entropy(logits[:-1].reshape(-1, 30),
                                                       torch.from_numpy(tokens[1:]).reshape(-1)).item()
     session = Session(freeze(model))
+    assert session.folded  # a small vocabulary: the embedding is folded into the first layer
     engine_logits = session.run(tokens[:, 0]).outputs
     np.testing.assert_allclose(engine_logits, logits[:, 0].numpy(), rtol=1e-12, atol=1e-12)
+    unfolded = Session(freeze(model), fold_embedding=False)
+    assert not unfolded.folded
+    np.testing.assert_allclose(unfolded.run(tokens[:, 0]).outputs, engine_logits, rtol=1e-12, atol=1e-12)
+    from ranvier.engine import run as engine_run_module
+
+    with pytest.MonkeyPatch.context() as mp:  # two threads everywhere (decoder halves included): bit-identical
+        mp.setattr(engine_run_module, "PARALLEL_MIN_WORK", 0)
+        np.testing.assert_array_equal(Session(freeze(model), threads=2).run(tokens[:, 0]).outputs, engine_logits)
     result = perplexity(session, tokens)
     assert result["tokens"] == 24 * 2
     assert abs(result["loss"] - reference) < 1e-12

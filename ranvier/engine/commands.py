@@ -27,7 +27,7 @@ def _events(counts: list[int], sizes: list[int]) -> str:
 
 
 def run_classifier(run_dir: str, sample: int = 0, *, data_dir: str | None = None, dtype: str = "float32",
-                   max_lines: int = 50, echo: Callable[[str], None] = print) -> dict[str, Any]:
+                   threads: int = 1, max_lines: int = 50, echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Classify test sample ``sample`` of a trained sequence classifier with the engine, one
     step at a time; print the prediction, each step's latency and events, and the torch model's
     prediction beside it. Returns the figures as a dict."""
@@ -44,7 +44,7 @@ def run_classifier(run_dir: str, sample: int = 0, *, data_dir: str | None = None
         raise ValueError(f"--sample must lie in [0, {n}) (the test set has {n} sequences), got {sample}")
     x = run.task.encode(run.task.x_test[sample:sample + 1])  # [1, T, I]
     label = int(run.task.y_test[sample])
-    session = Session(graph).warm_up()
+    session = Session(graph, threads=threads).warm_up()
     sizes = [layer.hidden_size for layer in graph.layers]
     echo(graph.summary())
     seconds, counts = [], []
@@ -71,8 +71,8 @@ def run_classifier(run_dir: str, sample: int = 0, *, data_dir: str | None = None
 
 
 def generate_text(run_dir: str, prompt: str, tokens: int = 20, *, temperature: float = 1.0, seed: int = 0,
-                  data_dir: str | None = None, dtype: str = "float32", echo: Callable[[str], None] = print
-                  ) -> dict[str, Any]:
+                  data_dir: str | None = None, dtype: str = "float32", threads: int = 1,
+                  echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Generate ``tokens`` words after ``prompt`` with a trained EGRU language model on the
     engine; print every step's token, latency and events, then the text."""
     from .lm import generate
@@ -91,7 +91,7 @@ def generate_text(run_dir: str, prompt: str, tokens: int = 20, *, temperature: f
     if unknown and unk is None:
         raise ValueError(f"words not in the vocabulary: {', '.join(unknown)}")
     ids = [corpus.index.get(w, unk) for w in words]
-    session = Session(graph).warm_up()
+    session = Session(graph, threads=threads).warm_up()
     sizes = [layer.hidden_size for layer in graph.layers]
     echo(graph.summary())
     if unknown:

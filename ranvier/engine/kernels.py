@@ -111,11 +111,29 @@ def accumulate_both(threads, min_work, out_a, wa_t, wa_ptr, wa_ind, wa_dat, idx_
         accumulate(out_b, 0, out_b.shape[0], wb_t, wb_ptr, wb_ind, wb_dat, idx_b, val_b, n_b)
 
 
+@njit(cache=True, parallel=True)
+def _accumulate_halves_parallel(out, dense_t, indptr, indices, data, idx, val, n):  # pragma: no cover - compiled
+    # The two halves of the output rows on two threads: every row sums its terms in the same
+    # order as one thread would, so the result is bit-identical.
+    rows = out.shape[0]
+    if indptr.shape[0] > 0:  # CSR: no split (a half would take accumulate's all-rows path)
+        accumulate(out, 0, rows, dense_t, indptr, indices, data, idx, val, n)
+        return
+    for part in prange(2):
+        lo = part * (rows // 2)
+        hi = rows // 2 if part == 0 else rows
+        accumulate(out[lo:hi], lo, hi, dense_t, indptr, indices, data, idx, val, n)
+
+
 @njit(cache=True)
-def linear_step(out, dense_t, indptr, indices, data, bias, idx, val, n):  # pragma: no cover - compiled
-    """``out = W x + b`` for the event list of ``x`` (the sum first, then the bias, as addmm)."""
+def linear_step(out, dense_t, indptr, indices, data, bias, idx, val, n, threads, min_work):  # pragma: no cover - compiled
+    """``out = W x + b`` for the event list of ``x`` (the sum first, then the bias, as addmm);
+    the two halves of the rows on two threads when ``threads ≥ 2`` and ``n × rows ≥ min_work``."""
     out[:] = 0.0
-    accumulate(out, 0, out.shape[0], dense_t, indptr, indices, data, idx, val, n)
+    if threads >= 2 and n * out.shape[0] >= min_work:
+        _accumulate_halves_parallel(out, dense_t, indptr, indices, data, idx, val, n)
+    else:
+        accumulate(out, 0, out.shape[0], dense_t, indptr, indices, data, idx, val, n)
     if bias.shape[0] > 0:
         for r in range(out.shape[0]):
             out[r] = out[r] + bias[r]

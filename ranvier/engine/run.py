@@ -43,6 +43,10 @@ class _Events:
         return self.idx[: self.n].copy()
 
 
+#: ``Session(fold_embedding=None)`` folds a language model's embedding into the first layer's input
+#: weights when the folded table ``[vocab, rows]`` takes at most this many bytes.
+FOLD_MAX_BYTES = 256 * 2**20
+
 #: A step's input and recurrent products go to two threads (``Session(threads=2)``) only when
 #: each has at least this many active inputs × output rows; smaller ones stay on one thread,
 #: where the hand-over would cost more than it saves (measured in docs/engine.md).
@@ -93,7 +97,7 @@ class _EGRURuntime:
     def __init__(self, layer: EGRULayer, dtype: np.dtype, threads: int = 1) -> None:
         h = layer.hidden_size
         self.hidden_size = h
-        self.wih = _weight_args(layer.input_weight, dtype)
+        self.win = _weight_args(layer.input_weight, dtype)
         self.whh = _weight_args(layer.recurrent_weight, dtype)
         self.bias_ih = _vector(layer.input_bias, dtype)
         self.bias_hh = _vector(layer.recurrent_bias, dtype)
@@ -115,7 +119,7 @@ class _EGRURuntime:
 
     def step(self, source: _Events) -> None:
         ev = self.events
-        ev.n = kernels.egru_step(source.idx, source.val, source.n, *self.wih, *self.whh, self.bias_ih, self.bias_hh,
+        ev.n = kernels.egru_step(source.idx, source.val, source.n, *self.win, *self.whh, self.bias_ih, self.bias_hh,
                                  self.threshold, self.flags, self.zoneout, self.state, ev.idx, ev.val, ev.n,
                                  *self.scratch, self.threads, PARALLEL_MIN_WORK)
 
@@ -160,6 +164,12 @@ class Session:
     ``threads=2`` lets each layer compute its input and recurrent products on two threads when
     both are large (:data:`PARALLEL_MIN_WORK`); the results are bit-identical to one thread.
 
+    For a language model, ``fold_embedding`` precomputes ``E W_inᵀ`` (``[vocab, rows]``, the
+    first layer's input product of every token) so that a token costs one row copy instead of
+    ``embedding × rows`` multiply-adds; ``None`` (default) folds when that table takes at most
+    :data:`FOLD_MAX_BYTES`. The folded product is summed by BLAS, so it agrees with the unfolded
+    one to rounding, not bit for bit.
+
     After every step ``events[k]`` holds the indices of the units of layer ``k`` that emitted a
     non-zero output, and ``event_counts`` their numbers.
 
@@ -180,7 +190,7 @@ class Session:
         True
     """
 
-    def __init__(self, graph: Graph, *, threads: int = 1) -> None:
+    def __init__(self, graph: Graph, *, threads: int = 1, fold_embedding: bool | None = None) -> None:
         if not isinstance(graph, Graph):
             raise TypeError(f"Session needs a ranvier.engine.Graph, got {type(graph).__name__}; use freeze(model) first")
         if threads not in (1, 2):
@@ -195,6 +205,7 @@ class Session:
             for layer in graph.layers
         ]
         head = graph.head
+        self.folded = False
         if isinstance(graph.input, DenseInput):
             self._input = _Events(graph.input.size, dtype)
             self._repeat = graph.input.repeat
@@ -202,6 +213,14 @@ class Session:
             self._input = _Events(graph.input.size, dtype)
             self._repeat = 1
             self._table = graph.input.table
+            first = graph.layers[0].input_weight
+            folded_bytes = self._table.shape[0] * first.rows * np.dtype(dtype).itemsize
+            self.folded = fold_embedding if fold_embedding is not None else folded_bytes <= FOLD_MAX_BYTES
+            if self.folded:  # the token becomes a one-hot input of the weights E W_inᵀ (row t: token t)
+                table = np.ascontiguousarray(self._table @ first.to_matrix().T, dtype=dtype)  # [vocab, rows]
+                self._layers[0].win = (table, np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, dtype))
+                self._input = _Events(1, dtype)
+                self._input.idx[0], self._input.val[0], self._input.n = 0, 1.0, 1
         if isinstance(head, Readout):
             self._readout = (_weight_args(head.weight, dtype), _vector(head.bias, dtype),
                              np.array([head.decay, 1.0], dtype=dtype))
@@ -259,6 +278,9 @@ class Session:
                 raise TypeError(f"a language model's step takes one token id (an int), got {type(x).__name__}")
             if not 0 <= int(x) < vocab:
                 raise ValueError(f"token id {int(x)} is outside the vocabulary [0, {vocab})")
+            if self.folded:
+                self._input.idx[0] = int(x)  # n = 1, value 1: adds row x of E W_inᵀ
+                return
             row = self._table[int(x)]
         elif type(x) is np.ndarray and x.dtype == self.dtype and x.shape == self._input_shape and x.flags.c_contiguous:
             row = x  # the fast path: already what the kernel reads
@@ -287,11 +309,13 @@ class Session:
         elif isinstance(head, Decoder):
             if head.projection is not None:
                 weights, bias = self._projection
-                kernels.linear_step(self._projected, *weights, bias, source.idx, source.val, source.n)
+                kernels.linear_step(self._projected, *weights, bias, source.idx, source.val, source.n, self.threads,
+                                    PARALLEL_MIN_WORK)
                 source = self._projected_events
                 source.n = kernels.dense_events(self._projected, source.idx, source.val)
             weights, bias = self._decoder
-            kernels.linear_step(self._output, *weights, bias, source.idx, source.val, source.n)
+            kernels.linear_step(self._output, *weights, bias, source.idx, source.val, source.n, self.threads,
+                                PARALLEL_MIN_WORK)
         else:
             layer = self._layers[-1]
             self._output[:] = layer.state[1]  # z (spiking) or y (EGRU): the layer's output
