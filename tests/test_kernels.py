@@ -206,6 +206,29 @@ def test_float32_kernel_matches_reference_closely():
 
 
 # ---------------------------------------------------------------- EGRU
+@pytest.mark.parametrize("path", ["loop", "stepwise"])
+def test_float32_egru_kernel_matches_reference_closely(path, monkeypatch):
+    """float32 takes the vectorised exp for σ and tanh: outputs and gradients stay within float32
+    rounding of the reference (an event may flip where ĉ lands on its threshold)."""
+    from ranvier import EGRU
+    from ranvier.kernels import egru as egru_kernel
+
+    monkeypatch.setattr(egru_kernel, "STEPWISE_MIN_HIDDEN", 1 if path == "stepwise" else 10**9)
+    torch.manual_seed(0)
+    ref = EGRU(5, 48, threshold_mean=-1.0, backend="reference")
+    ker = copy.deepcopy(ref)
+    ker.backend = "kernel"
+    x = torch.randn(30, 6, 5) * 2
+    y_r, _ = ref(x)
+    y_k, _ = ker(x)
+    assert 0.05 < (y_r != 0).float().mean() < 0.95  # events present, and silence
+    assert ((y_r != 0) != (y_k != 0)).float().mean() < 1e-3
+    torch.testing.assert_close(y_k, y_r, rtol=1e-4, atol=1e-5)
+    g_r = torch.autograd.grad(ref(x)[0].pow(2).sum(), ref.weight_hh_l0)[0]
+    g_k = torch.autograd.grad(ker(x)[0].pow(2).sum(), ker.weight_hh_l0)[0]
+    torch.testing.assert_close(g_k, g_r, rtol=1e-3, atol=1e-4)
+
+
 EGRU_OPTIONS = {
     "code": {},
     "paper": {"reset": "event", "reset_gate": "before"},
@@ -319,7 +342,7 @@ def test_egru_gradcheck_without_events(path, monkeypatch):
     y0 = torch.zeros(B, H, dtype=F64)
     consts = np.array([0.7, 0.01, 0.0, 0.1], dtype=np.float64)
     for before in (0, 1):
-        flags = np.array([0, before, 1, enb.ZONEOUT_NONE, enb.PIECEWISE_LINEAR], dtype=np.int64)
+        flags = np.array([0, before, 1, enb.ZONEOUT_NONE, enb.PIECEWISE_LINEAR, 0], dtype=np.int64)
 
         def f(proj, w, b, thr, c0, tr0):
             y, chat, trace = egru_kernel.EGRUFunction.apply(proj, w, b, thr, c0, y0, tr0, None, consts, flags)

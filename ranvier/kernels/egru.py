@@ -118,13 +118,15 @@ class EGRUFunction(torch.autograd.Function):
         state = (d_c.numpy(), d_y.numpy(), d_tr.numpy())
         if stepwise:
             d_thr = torch.zeros(1, H, dtype=dt)
-            flows = _gradient_flows(chat, thr, ctx.consts, ctx.flags)  # [T, B, H]: where y_t's gradient goes on
             dthr_n = d_thr.numpy()[0]
+            rt_t = rt.t()
             for t in range(T - 1, -1, -1):
                 nb.egru_backward(*args, dthr_n, *state, t, t + 1, 0, B)
-                if t > 0 or need[5]:  # ∂L/∂y_{t−1} += dRh_t R, only where it can flow (as the loop does)
-                    d_prev = d_rh[t] @ rt.t()
-                    d_y.add_(d_prev.where(flows[t - 1], 0.0) if t > 0 else d_prev)
+                if t > 0 or need[5]:
+                    # ∂L/∂y_{t−1} += dRh_t R for every unit: where y_{t−1} has no event and a zero
+                    # pseudo-derivative the step below multiplies it by 0 (the loop skips those
+                    # dot products instead; the results are the same)
+                    d_y.addmm_(d_rh[t], rt_t)
         else:
             chunks = num_chunks(B)
             d_thr = torch.zeros(chunks, H, dtype=dt)
@@ -145,18 +147,6 @@ class EGRUFunction(torch.autograd.Function):
                 d_c if need[4] else None, d_y if need[5] else None, d_tr if need[6] else None, None, None, None)
 
 
-def _gradient_flows(chat: Tensor, thr: Tensor, consts: np.ndarray, flags: np.ndarray) -> Tensor:
-    """Where the gradient w.r.t. ``y_t`` reaches anything: an event (``ĉ_t > ϑ``) or a non-zero
-    pseudo-derivative of the margin (the same test as the compiled loop's)."""
-    margin = chat - thr
-    if flags[nb.SURROGATE] == nb.PIECEWISE_LINEAR:
-        gamma, width = float(consts[nb.SUR_A]), float(consts[nb.SUR_B])
-        pseudo_nonzero = (1.0 - margin.abs() / width > 0) & (gamma != 0.0)
-    else:
-        pseudo_nonzero = torch.ones_like(margin, dtype=torch.bool)  # fast sigmoid: never zero
-    return (margin > 0) | pseudo_nonzero
-
-
 def run_layer(layer: EGRU, proj: Tensor, zmask: Tensor | None, w_hh: Tensor, b_hh: Tensor | None, thr: Tensor,
               state: EGRUState) -> tuple[Tensor, EGRUState]:
     """The kernel equivalent of ``scan(layer._layer_step(k, ...), proj, state)`` for one layer."""
@@ -166,7 +156,8 @@ def run_layer(layer: EGRU, proj: Tensor, zmask: Tensor | None, w_hh: Tensor, b_h
         kind, sa, sb = nb.PIECEWISE_LINEAR, s.gamma, s.width
     else:
         kind, sa, sb = nb.FAST_SIGMOID, s.slope, 0.0
-    flags = np.zeros(5, dtype=np.int64)
+    flags = np.zeros(6, dtype=np.int64)
+    flags[nb.FAST] = proj.dtype == torch.float32  # float64 keeps libm's exp/tanh: equal to the reference to rounding
     flags[nb.RESET_EVENT] = layer.reset == "event"
     flags[nb.GATE_BEFORE] = layer.reset_gate == "before"
     flags[nb.HAS_BIAS] = b_hh is not None
