@@ -10,6 +10,11 @@ Sparsity: the recurrent input ``R y_{t−1}`` adds only the rows of units with a
 (``y_{t−1}[j] ≠ 0``); the gradient to ``y_{t−1}[j]`` is computed only where it can go anywhere,
 i.e. where ``o_{t−1}[j] = 1`` or the pseudo-derivative at ``t − 1`` is non-zero.
 The weight gradient ``Σ_t δRh_tᵀ y_{t−1}`` is one GEMM in torch from the stored ``δRh``.
+
+Both loops also run a few steps per call (``t0``, ``t1``) with their state in caller-owned
+arrays: for wide layers :mod:`ranvier.kernels.egru` calls them one step at a time and does the
+recurrent products (``R y_{t−1}`` forward, ``δRh_t R`` backward) as torch matmuls in between.
+In float32 (``flags[FAST]``) the gates use the vectorised :func:`~ranvier.kernels._fastexp.exp_f32`.
 """
 from __future__ import annotations
 
