@@ -30,7 +30,7 @@ from ranvier.neurons.readout import LeakyReadout
 from ranvier.sparse import get_mask, set_mask
 
 FAST = settings(max_examples=30, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
-STORAGE = {"auto": 1 / 3, "dense": 0.0, "csr": 1.0}
+STORAGE = {"auto": 1 / 8, "dense": 0.0, "csr": 1.0}
 
 
 def dyadic(t: torch.Tensor, bits: int = 12) -> torch.Tensor:

@@ -23,7 +23,8 @@ from ..neurons.egru import EGRU
 from ..neurons.lif import LIF
 from ..neurons.readout import LeakyReadout
 from ..sparse.masks import effective_weight
-from .graph import (DenseInput, Decoder, EGRULayer, Embedding, Graph, GraphError, Readout, SpikingLayer, Weights)
+from .graph import (SPARSE_BELOW, DenseInput, Decoder, EGRULayer, Embedding, Graph, GraphError, Readout, SpikingLayer,
+                    Weights)
 
 __all__ = ["freeze"]
 
@@ -117,7 +118,7 @@ def _language_model(model: LanguageModel, dtype: np.dtype, sparse_below: float) 
     return Graph(Embedding(table), _egru_layers(model.rnn, dtype, sparse_below), head)
 
 
-def freeze(model: nn.Module, *, dtype: Any = np.float64, sparse_below: float = 1 / 3) -> Graph:
+def freeze(model: nn.Module, *, dtype: Any = np.float64, sparse_below: float = SPARSE_BELOW) -> Graph:
     """Freeze ``model`` into a validated :class:`~ranvier.engine.Graph` of ``dtype`` arrays
     (float32 or float64, as a numpy or torch dtype).
 

@@ -38,24 +38,16 @@ def unsupported_reason(layer: EGRU, x: Tensor, state: object) -> str | None:
     return None
 
 
-# "auto" takes the kernel only below this width. Measured side by side on the 2-core CPU
-# (`python benchmarks/speed.py --quick`, 2 threads): training step at H = 128 (shape A) kernel
-# 359 ms vs reference 825 ms, but at H = 512 (shape B) kernel 272 ms vs reference 200 ms, where
-# the reference's per-step BLAS matmul on two threads beats the kernel's loops.
-AUTO_MAX_HIDDEN = 256
-
-
 def select(layer: EGRU, x: Tensor, state: object) -> bool:
     """Whether the layer's forward should use the kernel (see :func:`ranvier.kernels.wants_kernel`)."""
-    if layer.backend == "auto" and layer.hidden_size >= AUTO_MAX_HIDDEN:
-        return False  # slower than the reference at this width (AUTO_MAX_HIDDEN)
     return wants_kernel(layer.backend, None if layer.backend == "reference" else unsupported_reason(layer, x, state))
 
 
-# Above this width the recurrent product runs as one BLAS matmul per step (torch, on all of
+# From this width on the recurrent product runs as one BLAS matmul per step (torch, on all of
 # torch's threads) between two compiled calls for the elementwise part, instead of inside the
 # compiled loop: at H = 512 the loop's per-sample gather or dot products cannot keep up with
-# MKL's GEMM (measured in docs/kernels.md). Reset gate "before" always uses the loop.
+# MKL's GEMM (docs/kernels.md: training step at T=70, B=32, H=512 with 2 threads, loop 272 ms,
+# this path 130 ms, the reference 150 ms). Reset gate "before" always uses the loop.
 STEPWISE_MIN_HIDDEN = 256
 
 
