@@ -49,7 +49,8 @@ FOLD_MAX_BYTES = 256 * 2**20
 
 #: A step's input and recurrent products go to two threads (``Session(threads=2)``) only when
 #: each has at least this many active inputs × output rows; smaller ones stay on one thread,
-#: where the hand-over would cost more than it saves (measured in docs/engine.md).
+#: where the hand-over would cost more than it saves. A rough setting, not a tuned crossover: the
+#: sweep in docs/engine.md gains from 2 threads at H = 1024 and at 20 % activity, not at H = 512, 5 %.
 PARALLEL_MIN_WORK = 150_000
 
 
@@ -102,7 +103,7 @@ class _EGRURuntime:
         self.bias_ih = _vector(layer.input_bias, dtype)
         self.bias_hh = _vector(layer.recurrent_bias, dtype)
         self.threshold = _vector(layer.threshold, dtype)
-        # float32 sessions take the vectorised exp for σ and tanh (kernels._exp_f32, ~1 ulp);
+        # float32 sessions take the vectorised exp for σ and tanh (ranvier.kernels._fastexp, ~1 ulp);
         # float64 ones keep libm's, so that they match torch to rounding.
         self.flags = np.array([layer.reset == "event", layer.reset_gate == "before", dtype == np.float32],
                               dtype=np.bool_)

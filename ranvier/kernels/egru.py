@@ -46,8 +46,9 @@ def select(layer: EGRU, x: Tensor, state: object) -> bool:
 # From this width on the recurrent product runs as one BLAS matmul per step (torch, on all of
 # torch's threads) between two compiled calls for the elementwise part, instead of inside the
 # compiled loop: at H = 512 the loop's per-sample gather or dot products cannot keep up with
-# MKL's GEMM (docs/kernels.md: training step at T=70, B=32, H=512 with 2 threads, loop 272 ms,
-# this path 130 ms, the reference 150 ms). Reset gate "before" always uses the loop.
+# MKL's GEMM (benchmarks/egru_step.py, training step at T=70, B=32, H=512 with 2 threads: this
+# path 150 ms, the reference 177 ms; the loop took 272 ms in speed.py). Reset gate "before"
+# always uses the loop.
 STEPWISE_MIN_HIDDEN = 256
 
 
