@@ -285,14 +285,12 @@ def egru_backward(gy, gch, RT, thr, c0, y0, zmask, y_out, chat, zg_s, rg_s, g_s,
                     dyi[h] += dry[h] * r
             # gradient to y_{t−1} through the recurrent matmul, only where it can flow
             width = 2 * H if before else 3 * H
-            if not recurrent_grad:
-                pass
-            elif t > 0:
+            if recurrent_grad and t > 0:
                 chp = chat[t - 1, bi]
                 for h in range(H):
                     mp = chp[h] - thr[h]
                     if mp > 0 or _pseudo(mp, kind, sa, sb) != 0:
                         dyi[h] += _dot(drh[:width], RT[h, :width])
-            elif need_y0:
+            elif recurrent_grad and need_y0:
                 for h in range(H):
                     dyi[h] += _dot(drh[:width], RT[h, :width])
