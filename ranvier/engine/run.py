@@ -54,7 +54,22 @@ FOLD_MAX_BYTES = 256 * 2**20
 PARALLEL_MIN_WORK = 150_000
 
 
-class _SpikingRuntime:
+class _LayerRuntime:
+    """What every layer runtime keeps: ``state`` (one row per field of ``STATE``) and its event list."""
+
+    STATE: tuple[str, ...] = ()
+    state: np.ndarray
+    events: _Events
+
+    def reset(self) -> None:
+        self.state[:] = 0.0
+        self.events.n = 0
+
+    def record(self) -> dict[str, np.ndarray]:
+        return dict(zip(self.STATE, self.state.copy()))
+
+
+class _SpikingRuntime(_LayerRuntime):
     STATE = ("v", "z", "b", "refractory")
 
     def __init__(self, layer: SpikingLayer, dtype: np.dtype, threads: int = 1) -> None:
@@ -78,21 +93,14 @@ class _SpikingRuntime:
         self.scratch = (np.zeros(h, dtype), np.zeros(h, dtype))
         self.threads = threads
 
-    def reset(self) -> None:
-        self.state[:] = 0.0
-        self.events.n = 0
-
     def step(self, source: _Events) -> None:
         ev = self.events
         ev.n = kernels.spiking_step(source.idx, source.val, source.n, *self.win, *self.wrec, self.bias, self.params,
                                     self.flags, self.consts, self.state, ev.idx, ev.val, ev.n, *self.scratch,
                                     self.threads, PARALLEL_MIN_WORK)
 
-    def record(self) -> dict[str, np.ndarray]:
-        return dict(zip(self.STATE, self.state.copy()))
 
-
-class _EGRURuntime:
+class _EGRURuntime(_LayerRuntime):
     STATE = ("c", "y", "o")
 
     def __init__(self, layer: EGRULayer, dtype: np.dtype, threads: int = 1) -> None:
@@ -114,18 +122,11 @@ class _EGRURuntime:
                         np.zeros(3 * h, np.int32))
         self.threads = threads
 
-    def reset(self) -> None:
-        self.state[:] = 0.0
-        self.events.n = 0
-
     def step(self, source: _Events) -> None:
         ev = self.events
         ev.n = kernels.egru_step(source.idx, source.val, source.n, *self.win, *self.whh, self.bias_ih, self.bias_hh,
                                  self.threshold, self.flags, self.zoneout, self.state, ev.idx, ev.val, ev.n,
                                  *self.scratch, self.threads, PARALLEL_MIN_WORK)
-
-    def record(self) -> dict[str, np.ndarray]:
-        return dict(zip(self.STATE, self.state.copy()))
 
 
 @dataclass
