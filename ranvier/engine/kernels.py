@@ -96,15 +96,33 @@ def _accumulate_both_parallel(out_a, wa_t, wa_ptr, wa_ind, wa_dat, idx_a, val_a,
             accumulate(out_b, 0, out_b.shape[0], wb_t, wb_ptr, wb_ind, wb_dat, idx_b, val_b, n_b)
 
 
+@njit(cache=True, parallel=True)
+def _accumulate_both_halves_parallel(out_a, wa_t, idx_a, val_a, n_a, out_b, wb_t, idx_b, val_b, n_b,
+                                     no_csr):  # pragma: no cover - compiled
+    # Dense weights: each thread takes half of the output rows of both products, so the two
+    # threads share the work evenly whatever the two event counts, and each reads half of every
+    # active column. Every row keeps its order of terms: bit-identical to one thread.
+    rows_a, rows_b = out_a.shape[0], out_b.shape[0]
+    for part in prange(2):
+        lo_a, hi_a = (0, rows_a // 2) if part == 0 else (rows_a // 2, rows_a)
+        lo_b, hi_b = (0, rows_b // 2) if part == 0 else (rows_b // 2, rows_b)
+        accumulate(out_a[lo_a:hi_a], lo_a, hi_a, wa_t, no_csr, no_csr, val_a[:0], idx_a, val_a, n_a)
+        accumulate(out_b[lo_b:hi_b], lo_b, hi_b, wb_t, no_csr, no_csr, val_b[:0], idx_b, val_b, n_b)
+
+
 @njit(cache=True)
 def accumulate_both(threads, min_work, out_a, wa_t, wa_ptr, wa_ind, wa_dat, idx_a, val_a, n_a,
                     out_b, wb_t, wb_ptr, wb_ind, wb_dat, idx_b, val_b, n_b):  # pragma: no cover - compiled
-    """``out_a += A x_a`` and ``out_b += B x_b`` over all rows: on two threads when ``threads ≥ 2``
-    and both products have at least ``min_work`` active inputs × output rows (smaller ones do
-    not pay for the hand-over to the second thread), else one after the other."""
+    """``out_a += A x_a`` and ``out_b += B x_b`` over all rows, on two threads when ``threads ≥ 2``
+    and the products have at least ``min_work`` active inputs × output rows in all (smaller ones
+    do not pay for the hand-over to the second thread), else one after the other. Dense weights
+    split the output rows in halves; CSR ones run the two products side by side."""
     work_a = n_a * out_a.shape[0]
     work_b = n_b * out_b.shape[0]
-    if threads >= 2 and min(work_a, work_b) >= min_work:
+    dense = wa_ptr.shape[0] == 0 and wb_ptr.shape[0] == 0
+    if threads >= 2 and dense and work_a + work_b >= min_work:
+        _accumulate_both_halves_parallel(out_a, wa_t, idx_a, val_a, n_a, out_b, wb_t, idx_b, val_b, n_b, wa_ptr)
+    elif threads >= 2 and not dense and min(work_a, work_b) >= min_work:
         _accumulate_both_parallel(out_a, wa_t, wa_ptr, wa_ind, wa_dat, idx_a, val_a, n_a,
                                   out_b, wb_t, wb_ptr, wb_ind, wb_dat, idx_b, val_b, n_b)
     else:
@@ -208,41 +226,45 @@ def spiking_step(in_idx, in_val, n_in,
 
 
 @njit(cache=True, error_model="numpy")
-def _sigmoid_into(out, pre, n, fast, bits):  # pragma: no cover - compiled
+def _sigmoid_into(out, pre, n, fast, bits, one):  # pragma: no cover - compiled
     """``out[:n] = σ(pre[:n])``: torch's formula ``1/(1 + e^{−x})`` with libm's exp, or the
-    vectorised float32 exp when ``fast``."""
+    vectorised float32 exp when ``fast``. ``one`` is 1 in the arrays' dtype: a float64 literal
+    would promote a float32 loop to float64 (half the lanes, and conversions)."""
     if fast:
         for i in range(n):
             out[i] = -pre[i]
         _exp_f32(out, n, bits)
         for i in range(n):
-            out[i] = 1.0 / (1.0 + out[i])
+            out[i] = one / (one + out[i])
     else:
         for i in range(n):
-            out[i] = 1.0 / (1.0 + math.exp(-pre[i]))
+            out[i] = one / (one + math.exp(-pre[i]))
 
 
 @njit(cache=True, error_model="numpy")
-def _tanh_into(out, pre, n, fast, bits):  # pragma: no cover - compiled
+def _tanh_into(out, pre, n, fast, bits, one):  # pragma: no cover - compiled
     """``out[:n] = tanh(pre[:n])``: libm's, or ``1 − 2/(e^{2x} + 1)`` with the vectorised float32
     exp when ``fast`` (absolute error ~1e-7 near 0, where the relative error of this form grows)."""
     if fast:
         for i in range(n):
             out[i] = pre[i] + pre[i]
         _exp_f32(out, n, bits)
+        two = one + one
         for i in range(n):
-            out[i] = 1.0 - 2.0 / (out[i] + 1.0)
+            out[i] = one - two / (out[i] + one)
     else:
         for i in range(n):
             out[i] = math.tanh(pre[i])
 
 
 @njit(cache=True)
-def _lerp(start, end, weight):  # pragma: no cover - compiled
-    # torch.lerp's scalar formula (ATen Lerp.h): two forms for accuracy on either side of 0.5
-    if abs(weight) < 0.5:
-        return start + weight * (end - start)
-    return end - (end - start) * (1.0 - weight)
+def _lerp(start, end, weight, one):  # pragma: no cover - compiled
+    # torch.lerp's scalar formula (ATen Lerp.h): two forms for accuracy on either side of 0.5.
+    # Both are computed and one is selected, so that a loop of lerps stays branch-free (vector
+    # lanes); ``one`` is 1 in the dtype of the arguments.
+    near_start = start + weight * (end - start)
+    near_end = end - (end - start) * (one - weight)
+    return near_start if abs(weight) + abs(weight) < one else near_end
 
 
 @njit(cache=True, error_model="numpy")
@@ -253,7 +275,7 @@ def egru_step(in_idx, in_val, n_in,
               state, ev_idx, ev_val, n_prev, wx, rh, gates, scaled, bits, threads, min_work):  # pragma: no cover - compiled
     """One EGRU step (:func:`ranvier.egru_step` at eval). ``flags``: reset is "event",
     reset_gate is "before", fast (float32 only: the vectorised exp for σ and tanh).
-    ``zoneout`` ``[1]``: the eval-time expectation ``p``.
+    ``zoneout`` ``[2]``: the eval-time expectation ``p``, and 1 (in the layer's dtype).
     ``state`` rows: c (after the reset), y (graded events), o (event indicator).
     ``wx``, ``rh`` ``[3H]``, ``gates`` ``[3H]`` (z, r, then the candidate g), ``scaled`` ``[H]``
     and ``bits`` (int32, ``[3H]``) are scratch. ``threads``, ``min_work``: when the input
@@ -264,6 +286,8 @@ def egru_step(in_idx, in_val, n_in,
     hidden = threshold.shape[0]
     reset_event, gate_before, fast = flags[0], flags[1], flags[2]
     p = zoneout[0]
+    zero = p - p
+    one = zoneout[1]
     wx[:] = 0.0
     rh[:] = 0.0
     if gate_before:
@@ -284,7 +308,7 @@ def egru_step(in_idx, in_val, n_in,
         else:
             for r in range(2 * hidden):
                 rh[r] = wx[r] + rh[r]
-        _sigmoid_into(gates, rh, 2 * hidden, fast, bits)
+        _sigmoid_into(gates, rh, 2 * hidden, fast, bits, one)
         for k in range(n_prev):
             scaled[k] = gates[hidden + ev_idx[k]] * ev_val[k]
         accumulate(candidate, 2 * hidden, 3 * hidden, whh_t, whh_ptr, whh_ind, whh_dat, ev_idx, scaled, n_prev)
@@ -298,23 +322,30 @@ def egru_step(in_idx, in_val, n_in,
                 rh[r] = rh[r] + bias_hh[r]
         for r in range(2 * hidden):
             rh[r] = wx[r] + rh[r]
-        _sigmoid_into(gates, rh, 2 * hidden, fast, bits)
+        _sigmoid_into(gates, rh, 2 * hidden, fast, bits, one)
         for i in range(hidden):
             candidate[i] = wx[2 * hidden + i] + gates[hidden + i] * candidate[i]
     g = gates[2 * hidden:]
-    _tanh_into(g, candidate, hidden, fast, bits)
+    _tanh_into(g, candidate, hidden, fast, bits, one)
     c, y, o = state[0], state[1], state[2]
+    # The update in branch-free passes (the options are tested once per pass, not per unit).
     for i in range(hidden):
-        c_prev = c[i]
-        c_hat = _lerp(g[i], c_prev, gates[i])
-        if p > 0.0:
-            c_hat = _lerp(c_hat, c_prev, p)
-        if reset_event:
-            c_hat = c_hat - y[i]
-        fire = c_hat - threshold[i] > 0.0
-        o[i] = 1.0 if fire else 0.0
-        y[i] = c_hat if fire else 0.0
-        c[i] = c_hat - threshold[i] if fire and not reset_event else c_hat
+        g[i] = _lerp(g[i], c[i], gates[i], one)  # ĉ = (1 − z)·g + z·c_{t−1}
+    if p > zero:
+        for i in range(hidden):
+            g[i] = _lerp(g[i], c[i], p, one)
+    if reset_event:
+        for i in range(hidden):
+            g[i] = g[i] - y[i]
+    for i in range(hidden):
+        c_hat = g[i]
+        fire = c_hat - threshold[i] > zero
+        o[i] = one if fire else zero
+        y[i] = c_hat if fire else zero
+        c[i] = c_hat - threshold[i] if fire else c_hat
+    if reset_event:  # no threshold subtraction: the event was already taken off
+        for i in range(hidden):
+            c[i] = g[i]
     n = 0
     for i in range(hidden):  # branch-free compaction of the event list
         ev_idx[n] = i
