@@ -16,7 +16,11 @@ Per step, the same model, the same inputs, batch 1:
   nn.GRU      torch.nn.GRU(H, H) stepped one token at a time (1 and 2 threads), for reference
 Every step is timed on its own and the median over all timed steps is reported (a preemption
 by another process hits a few steps, not the median); blocks of steps of the methods are
-interleaved so that slow phases of a shared machine hit all methods alike.
+interleaved so that slow phases of a shared machine hit all methods alike. A block is 200
+consecutive steps (``--block``), a short stream: the engine reads a different few rows of the
+weights at every step, so it needs a stream of steps to have them in the cache after the other
+methods' blocks pushed them out; the dense step reads all the weights at every step and does
+not care (docs/engine.md compares ``--block 40``).
 
 Speedups compare equal thread counts: engine 1 thread vs dense 1 thread, engine 2 threads vs
 dense 2 threads. Targets (issue 6): for H ≥ 512 and activity ≤ 20 %, speedup over the dense step
@@ -312,7 +316,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats (a noisier, faster run)")
     parser.add_argument("--repeats", type=int, default=0, help="timed blocks per method (default 10; --quick 3)")
-    parser.add_argument("--block", type=int, default=40, help="steps per timed block")
+    parser.add_argument("--block", type=int, default=200, help="consecutive steps per timed block")
     parser.add_argument("--hidden", type=int, nargs="+", default=list(HIDDEN))
     parser.add_argument("--ptb", default="", help="a trained PTB EGRU run directory: add the perplexity and tokens/s rows")
     parser.add_argument("--ptb-tokens", type=int, default=0, help="test predictions per stream (0: the whole split)")

@@ -63,12 +63,24 @@ def accumulate(out, lo, hi, dense_t, indptr, indices, data, idx, val, n):  # pra
     else:
         # Slices with indices from 0 let LLVM vectorise the row update (an index such as r − lo
         # could be negative, and numba's wraparound check for it blocks vectorisation: 3× slower).
-        # Four columns per pass: four rows stream from memory at once, and the accumulator is
-        # read and written a quarter as often. The terms of each sum are still added one by one
-        # in the order of the event list.
+        # Eight (then four) columns per pass: that many rows stream from memory at once, and the
+        # accumulator is read and written an eighth as often (8 rows: ~8 % faster than 4 at
+        # H = 1024, 5 % active). The terms of each sum are still added one by one in the order
+        # of the event list.
         width = hi - lo
         target = out[:width]
         k = 0
+        while k + 8 <= n:
+            r0, r1 = dense_t[idx[k], lo:hi], dense_t[idx[k + 1], lo:hi]
+            r2, r3 = dense_t[idx[k + 2], lo:hi], dense_t[idx[k + 3], lo:hi]
+            r4, r5 = dense_t[idx[k + 4], lo:hi], dense_t[idx[k + 5], lo:hi]
+            r6, r7 = dense_t[idx[k + 6], lo:hi], dense_t[idx[k + 7], lo:hi]
+            v0, v1, v2, v3 = val[k], val[k + 1], val[k + 2], val[k + 3]
+            v4, v5, v6, v7 = val[k + 4], val[k + 5], val[k + 6], val[k + 7]
+            for r in range(width):
+                first = (((target[r] + v0 * r0[r]) + v1 * r1[r]) + v2 * r2[r]) + v3 * r3[r]
+                target[r] = (((first + v4 * r4[r]) + v5 * r5[r]) + v6 * r6[r]) + v7 * r7[r]
+            k += 8
         while k + 4 <= n:
             row0, row1 = dense_t[idx[k], lo:hi], dense_t[idx[k + 1], lo:hi]
             row2, row3 = dense_t[idx[k + 2], lo:hi], dense_t[idx[k + 3], lo:hi]
