@@ -52,9 +52,10 @@ def _nonzero(src, idx):
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def lif_forward(I, WT, v0, z0, b0, r0, alpha, gain_in, thr, rho, gain_b, beta, consts, flags,
-                z_out, psi_out, x_out, A_out, vT, bT, rT, bs, be):
+                z_out, psi_out, x_out, A_out, vT, bT, rT, spike_count, bs, be):
     """Run samples ``bs..be−1`` over all steps; write spikes, pseudo-derivatives and (ALIF) the
-    surrogate argument and adaptive threshold of every step, and the final state.
+    surrogate argument and adaptive threshold of every step, the final state, and each sample's
+    number of spikes over the sequence to ``spike_count[b]``.
 
     The element-wise update is split into branch-free passes over the units so that LLVM
     vectorises them; which array plays ``A``, ``R``, ``N`` and ``v_s`` is chosen once per step.
@@ -82,6 +83,7 @@ def lif_forward(I, WT, v0, z0, b0, r0, alpha, gain_in, thr, rho, gain_b, beta, c
         v[i] = v0[bs + i]
         b[i] = b0[bs + i]
         r[i] = r0[bs + i]
+        spike_count[bs + i] = 0
     vn = np.empty(H, I.dtype)
     idx = np.empty(H, np.int64)
     a_t = np.empty(H, I.dtype)
@@ -144,6 +146,10 @@ def lif_forward(I, WT, v0, z0, b0, r0, alpha, gain_in, thr, rho, gain_b, beta, c
             if adaptive:
                 x_out[t % x_out.shape[0], bi] = x
                 A_out[t % A_out.shape[0], bi] = a_t
+            fired = 0
+            for h in range(H):
+                fired += zo[h] != 0
+            spike_count[bi] += fired
             vi[:] = vn
     for i in range(n):
         vT[bs + i] = v[i]
@@ -158,7 +164,7 @@ def lif_backward(gz, gvT, gbT, WT, z0, z_out, psi, x_s, A_s, alpha, gain_in, thr
     (this thread's accumulator of the transposed recurrent-weight gradient, only if
     ``sparse_dw``; otherwise the caller computes it as one GEMM from ``dI``) and the gradients of
     the initial ``v``, ``z`` (only if ``need_z0``) and ``b``."""
-    T, _, H = gz.shape
+    T, _, H = z_out.shape  # not gz: that is one all-zero step when the spikes get no gradient
     n = be - bs
     adaptive = flags[ADAPTIVE] != 0
     reset_adapt = adaptive and flags[RESET_BY_ADAPTIVE] != 0

@@ -137,12 +137,19 @@ class SpikingRecurrentFunction(torch.autograd.Function):
         x_s, a_s = torch.empty(shape_a, dtype=dtype), torch.empty(shape_a, dtype=dtype)
         v_t, b_t, r_t = (torch.empty(B, H, dtype=dtype) for _ in range(3))
         v0n, z0n, b0n, r0n = (s.detach().contiguous().numpy() for s in (v0, z0, b0, r0))
+        spike_count = np.zeros(B, dtype=np.int64)
         args = (cur.numpy(), wt.numpy(), v0n, z0n, b0n, r0n, *k[:6], k.consts, k.flags,
-                z.numpy(), psi.numpy(), x_s.numpy(), a_s.numpy(), v_t.numpy(), b_t.numpy(), r_t.numpy())
+                z.numpy(), psi.numpy(), x_s.numpy(), a_s.numpy(), v_t.numpy(), b_t.numpy(), r_t.numpy(), spike_count)
         run_chunks(lambda _, s, e: nb.lif_forward(*args, s, e), B, num_chunks(B))
         ctx.save_for_backward(wt, z0.detach(), z, psi, x_s, a_s)
         ctx.k = k
         ctx.has_rec = w_rec is not None
+        # The spikes that multiply W in the weight gradient: z_0 … z_{T−2} and the initial z
+        # (counted here rather than by a pass over z in the backward).
+        ctx.presynaptic_spikes = int(spike_count.sum()) - int(z[-1].count_nonzero()) + int(z0.count_nonzero())
+        # An output nobody uses (often the spike train, when the loss reads the final state) gets
+        # None in the backward instead of a zero tensor of its full size.
+        ctx.set_materialize_grads(False)
         # (one call: each call replaces the previous set)
         ctx.mark_non_differentiable(*((r_t,) if adaptive else (r_t, b_t)))
         return z, v_t, b_t, r_t
@@ -161,7 +168,7 @@ class SpikingRecurrentFunction(torch.autograd.Function):
         d_cur = torch.empty(T, B, H, dtype=dtype)
         want_dw = ctx.has_rec and need[1]
         # the spikes that multiply W at each step: z_{t−1}, with z_{−1} = z0
-        sparse_dw = want_dw and float(z.count_nonzero()) <= SPARSE_WEIGHT_GRAD_MAX_ACTIVITY * z.numel()
+        sparse_dw = want_dw and ctx.presynaptic_spikes <= SPARSE_WEIGHT_GRAD_MAX_ACTIVITY * z.numel()
         hw = H if sparse_dw else 1  # one accumulator per thread's batch slice
         d_wt = torch.zeros(chunks, hw, hw, dtype=dtype)
         dv0, dz0, db0 = (torch.empty(B, H, dtype=dtype) for _ in range(3))

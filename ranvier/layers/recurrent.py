@@ -6,6 +6,7 @@ import math
 from typing import Any, Callable, NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..core.scan import scan
@@ -121,9 +122,9 @@ class SpikingRecurrent(nn.Module, abc.ABC):
             state = self.initial_state(xs.shape[1], device=xs.device, dtype=xs.dtype)
         else:
             self.check_state(state, xs.shape[1])
-        currents = xs @ effective_weight(self, "input_weight").t()  # [T, B, H]: one matmul for the whole sequence
-        if self.bias is not None:
-            currents = currents + self.bias
+        # [T, B, H]: one matmul for the whole sequence, the bias added inside it (no second pass
+        # over a T·B·H tensor, forward or backward)
+        currents = F.linear(xs, effective_weight(self, "input_weight"), self.bias)
         return currents, state
 
     def forward(self, x: Tensor, state: NamedTuple | None = None) -> tuple[Tensor, NamedTuple]:
