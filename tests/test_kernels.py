@@ -138,6 +138,22 @@ def test_gradcheck_membrane_path():
     assert torch.autograd.gradcheck(v_final, (cur, w, v0, z0))
 
 
+@pytest.mark.parametrize("cls", [LIF, ALIF])
+def test_loss_on_the_final_membrane_only(cls):
+    """When the loss reads only v_T, the spike train's gradient is undefined (the kernel does not
+    materialise a zero tensor for it); the backward must still run over every step."""
+    ref, ker = make_pair(cls, 3, 6)
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(12, 4, 3, generator=gen, dtype=F64) * 2.0
+    grads = []
+    for layer in (ref, ker):
+        _, final = layer(x)
+        loss = (final.v * torch.arange(6, dtype=F64)).sum()
+        grads.append(torch.autograd.grad(loss, [layer.input_weight, layer.bias, layer.recurrent_weight]))
+    assert all(g.abs().sum() > 0 for g in grads[0])
+    assert_grads_close(*grads)
+
+
 def test_gradient_is_zero_outside_the_surrogate_support():
     """Sparse BPTT must not lose gradient: with a narrow support, units far from threshold pass
     none, and the kernel agrees with the reference on which ones."""
