@@ -52,10 +52,12 @@ class _Events:
 #: weights when the folded table ``[vocab, rows]`` takes at most this many bytes.
 FOLD_MAX_BYTES = 256 * 2**20
 
-#: A step's input and recurrent products go to two threads (``Session(threads=2)``) only when
-#: each has at least this many active inputs × output rows; smaller ones stay on one thread,
-#: where the hand-over would cost more than it saves. A rough setting, not a tuned crossover: the
-#: sweep in docs/engine.md gains from 2 threads at H = 1024 and at 20 % activity, not at H = 512, 5 %.
+#: With ``Session(threads=2)`` a step's input and recurrent products go to two threads only when
+#: they have at least this many active inputs × output rows in all (dense weights: each thread
+#: takes half the output rows of both; CSR: one product each, and each must reach it). Smaller
+#: ones stay on one thread: handing work to the second thread costs a few µs. A rough setting,
+#: not a tuned crossover: in a side-by-side check at H = 512 and 5 % activity (≈ 90 000) two
+#: threads gained nothing at any threshold; at H = 1024 they did.
 PARALLEL_MIN_WORK = 150_000
 
 
@@ -168,8 +170,8 @@ class Session:
     model) and returns this step's output: the readout ``[O]`` (classifier), the logits ``[V]``
     (language model) or the last layer's output ``[H]`` (a bare stack of layers). ``run(xs)``
     runs a whole sequence from the current state. ``reset()`` returns to the all-zero state.
-    ``threads=2`` lets each layer compute its input and recurrent products on two threads when
-    both are large (:data:`PARALLEL_MIN_WORK`); the results are bit-identical to one thread.
+    ``threads=2`` lets each layer split its input and recurrent products over two threads when
+    they are large (:data:`PARALLEL_MIN_WORK`); the results are bit-identical to one thread.
 
     For a language model, ``fold_embedding`` precomputes ``E W_inᵀ`` (``[vocab, rows]``, the
     first layer's input product of every token) so that a token costs one row copy instead of
@@ -201,7 +203,7 @@ class Session:
         if not isinstance(graph, Graph):
             raise TypeError(f"Session needs a ranvier.engine.Graph, got {type(graph).__name__}; use freeze(model) first")
         if threads not in (1, 2):
-            raise ValueError(f"threads must be 1 or 2 (the input and recurrent products side by side), got {threads}")
+            raise ValueError(f"threads must be 1 or 2 (a step's products split over two threads), got {threads}")
         graph.validate()
         self.threads = threads
         self.graph = graph
