@@ -20,7 +20,7 @@ interleaved so that slow phases of a shared machine hit all methods alike. A blo
 consecutive steps (``--block``), a short stream: the engine reads a different few rows of the
 weights at every step, so it needs a stream of steps to have them in the cache after the other
 methods' blocks pushed them out; the dense step reads all the weights at every step and does
-not care (docs/engine.md compares ``--block 40``).
+not care (``--block 40`` repeats the earlier, shorter blocks).
 
 Speedups compare equal thread counts: engine 1 thread vs dense 1 thread, engine 2 threads vs
 dense 2 threads. Targets (issue 6): for H ≥ 512 and activity ≤ 20 %, speedup over the dense step
