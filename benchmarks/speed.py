@@ -20,8 +20,8 @@ default for every entry (``--no-flush-denormal`` to turn it off): at T=784 gradi
 RNNs pass through float32 subnormals, which are slow on x86 (perf-anchors.md); flushing helps
 the peers, not ranvier.
 
-    python benchmarks/speed.py            # full run (about 30-40 minutes on 2 cores)
-    python benchmarks/speed.py --quick    # one process per config, fewer repeats (~10 minutes)
+    python benchmarks/speed.py            # full run (about 8-10 minutes on 2 cores)
+    python benchmarks/speed.py --quick    # one process per config, fewer repeats (a few minutes)
     python benchmarks/speed.py --only 'B/' --procs 1
 """
 from __future__ import annotations
