@@ -64,9 +64,8 @@ def accumulate(out, lo, hi, dense_t, indptr, indices, data, idx, val, n):  # pra
         # Slices with indices from 0 let LLVM vectorise the row update (an index such as r − lo
         # could be negative, and numba's wraparound check for it blocks vectorisation: 3× slower).
         # Eight (then four) columns per pass: that many rows stream from memory at once, and the
-        # accumulator is read and written an eighth as often (8 rows: ~8 % faster than 4 at
-        # H = 1024, 5 % active). The terms of each sum are still added one by one in the order
-        # of the event list.
+        # accumulator is read and written an eighth as often. The terms of each sum are still
+        # added one by one in the order of the event list.
         width = hi - lo
         target = out[:width]
         k = 0
@@ -283,11 +282,11 @@ def _lerp(start, end, weight, one):  # pragma: no cover - compiled
 def egru_step(in_idx, in_val, n_in,
               wih_t, wih_ptr, wih_ind, wih_dat,
               whh_t, whh_ptr, whh_ind, whh_dat,
-              bias_ih, bias_hh, threshold, flags, zoneout,
+              bias_ih, bias_hh, threshold, flags, consts,
               state, ev_idx, ev_val, n_prev, wx, rh, gates, scaled, bits, threads, min_work):  # pragma: no cover - compiled
     """One EGRU step (:func:`ranvier.egru_step` at eval). ``flags``: reset is "event",
     reset_gate is "before", fast (float32 only: the vectorised exp for σ and tanh).
-    ``zoneout`` ``[2]``: the eval-time expectation ``p``, and 1 (in the layer's dtype).
+    ``consts`` ``[2]``: the eval-time zoneout expectation ``p``, and 1 (both in the layer's dtype).
     ``state`` rows: c (after the reset), y (graded events), o (event indicator).
     ``wx``, ``rh`` ``[3H]``, ``gates`` ``[3H]`` (z, r, then the candidate g), ``scaled`` ``[H]``
     and ``bits`` (int32, ``[3H]``) are scratch. ``threads``, ``min_work``: when the input
@@ -297,9 +296,9 @@ def egru_step(in_idx, in_val, n_in,
     compacted in a pass of its own."""
     hidden = threshold.shape[0]
     reset_event, gate_before, fast = flags[0], flags[1], flags[2]
-    p = zoneout[0]
+    p = consts[0]
     zero = p - p
-    one = zoneout[1]
+    one = consts[1]
     wx[:] = 0.0
     rh[:] = 0.0
     if gate_before:

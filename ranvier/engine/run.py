@@ -122,7 +122,7 @@ class _EGRURuntime(_LayerRuntime):
         # float64 ones keep libm's, so that they match torch to rounding.
         self.flags = np.array([layer.reset == "event", layer.reset_gate == "before", dtype == np.float32],
                               dtype=np.bool_)
-        self.zoneout = np.array([layer.zoneout, 1.0], dtype=dtype)
+        self.consts = np.array([layer.zoneout, 1.0], dtype=dtype)  # eval-time zoneout p, and 1 in the dtype
         self.state = np.zeros((3, h), dtype)
         self.events = _Events(h, dtype)
         self.scratch = (np.zeros(3 * h, dtype), np.zeros(3 * h, dtype), np.zeros(3 * h, dtype), np.zeros(h, dtype),
@@ -132,7 +132,7 @@ class _EGRURuntime(_LayerRuntime):
     def step(self, source: _Events) -> None:
         ev = self.events
         ev.n = kernels.egru_step(source.idx, source.val, source.n, *self.win, *self.whh, self.bias_ih, self.bias_hh,
-                                 self.threshold, self.flags, self.zoneout, self.state, ev.idx, ev.val, ev.n,
+                                 self.threshold, self.flags, self.consts, self.state, ev.idx, ev.val, ev.n,
                                  *self.scratch, self.threads, PARALLEL_MIN_WORK)
 
 
