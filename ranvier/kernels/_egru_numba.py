@@ -31,20 +31,24 @@ ZONEOUT_NONE, ZONEOUT_MASK, ZONEOUT_EVAL = 0, 1, 2
 SUR_A, SUR_B, ZONEOUT_P, TRACE_W = range(4)
 
 
+# Every constant in these loops is ``one``/``zero`` in the arrays' dtype: an integer or float
+# literal would promote float32 arithmetic to float64 (numba follows NumPy's rules), which halves
+# the vector lanes and adds conversions.
+
+
 @njit(cache=True, nogil=True, inline="always")
-def _lerp(start, end, weight):
-    # torch.lerp's formula (two branches, exact at weight 0 and 1)
-    if abs(weight) < 0.5:
+def _lerp(start, end, weight, one):
+    # torch.lerp's formula (two forms, exact at weight 0 and 1); |w| < 1/2 written as 2|w| < 1
+    if abs(weight) + abs(weight) < one:
         return start + weight * (end - start)
-    return end - (end - start) * (1 - weight)
+    return end - (end - start) * (one - weight)
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _pseudo(margin, kind, sa, sb):
-    one = sa * 0 + 1
+def _pseudo(margin, kind, sa, sb, one):
     if kind == PIECEWISE_LINEAR:
         a = one - abs(margin) / sb
-        return sa * (a if a > 0 else one * 0)
+        return sa * (a if a > 0 else one - one)
     d = one + sa * abs(margin)
     return one / (d * d)
 
@@ -69,8 +73,8 @@ def egru_forward(P, RT, bR, thr, y0, zmask, consts, flags, rh_ext,
     kind = flags[SURROGATE]
     fast = flags[FAST] != 0
     sa, sb, p_zone, w_tr = consts[SUR_A], consts[SUR_B], consts[ZONEOUT_P], consts[TRACE_W]
-    zero = sa * 0
-    one = zero + 1
+    zero = consts.dtype.type(0.0)
+    one = consts.dtype.type(1.0)
     external = rh_ext.shape[0] > 0
     bits = np.empty(H, np.int32)
     rh = np.empty(H3, P.dtype)
@@ -136,7 +140,7 @@ def egru_forward(P, RT, bR, thr, y0, zmask, consts, flags, rh_ext,
                     g[h] = g[h] + g[h]
                 exp_f32(g, H, bits)
                 for h in range(H):
-                    g[h] = one - 2 * one / (g[h] + one)
+                    g[h] = one - (one + one) / (g[h] + one)
             else:
                 for h in range(H):
                     g[h] = np.tanh(g[h])
@@ -144,11 +148,11 @@ def egru_forward(P, RT, bR, thr, y0, zmask, consts, flags, rh_ext,
             yo = y_out[t, bi]
             tri = tr[bi]
             for h in range(H):
-                v = _lerp(g[h], ci[h], zg[h])
+                v = _lerp(g[h], ci[h], zg[h], one)
                 if zone == ZONEOUT_MASK:
-                    v = _lerp(ci[h], v, zmask[t, bi, h])
+                    v = _lerp(ci[h], v, zmask[t, bi, h], one)
                 elif zone == ZONEOUT_EVAL:
-                    v = _lerp(v, ci[h], p_zone)
+                    v = _lerp(v, ci[h], p_zone, one)
                 if event:
                     v = v - yp[h]
                 ch[h] = v
@@ -158,7 +162,7 @@ def egru_forward(P, RT, bR, thr, y0, zmask, consts, flags, rh_ext,
                     ci[h] = v
                 else:
                     ci[h] = v - thr[h] if fire else v - zero * thr[h]
-                tri[h] = _lerp(tri[h], yo[h], w_tr)
+                tri[h] = _lerp(tri[h], yo[h], w_tr, one)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -179,8 +183,8 @@ def egru_backward(gy, gch, RT, thr, c0, y0, zmask, y_out, chat, zg_s, rg_s, g_s,
     zone = flags[ZONEOUT]
     kind = flags[SURROGATE]
     sa, sb, p_zone, w_tr = consts[SUR_A], consts[SUR_B], consts[ZONEOUT_P], consts[TRACE_W]
-    zero = sa * 0
-    one = zero + 1
+    zero = consts.dtype.type(0.0)
+    one = consts.dtype.type(1.0)
     dry = np.empty(H, gy.dtype)
     idx = np.empty(H, np.int64)
     cprev = np.empty(H, gy.dtype)
@@ -210,7 +214,7 @@ def egru_backward(gy, gch, RT, thr, c0, y0, zmask, y_out, chat, zg_s, rg_s, g_s,
             for h in range(H):
                 dt_h = dtri[h]
                 dy = gy[t, bi, h] + dyi[h] + dt_h * w_tr  # y_t feeds the output, step t + 1, the trace
-                dtri[h] = dt_h * (1 - w_tr)
+                dtri[h] = dt_h * (one - w_tr)
                 margin = ch[h] - thr[h]
                 fire = margin > 0
                 o = one if fire else zero
@@ -222,7 +226,7 @@ def egru_backward(gy, gch, RT, thr, c0, y0, zmask, y_out, chat, zg_s, rg_s, g_s,
                     dch += dci[h]
                     do -= thr[h] * dci[h]
                     dthr[h] -= o * dci[h]
-                dm = do * _pseudo(margin, kind, sa, sb)
+                dm = do * _pseudo(margin, kind, sa, sb, one)
                 dch += dm
                 dthr[h] -= dm
                 dyp = zero
@@ -231,30 +235,30 @@ def egru_backward(gy, gch, RT, thr, c0, y0, zmask, y_out, chat, zg_s, rg_s, g_s,
                 dcp = zero
                 if zone == ZONEOUT_MASK:
                     m = zmask[t, bi, h]
-                    dcp += dch * (1 - m)
+                    dcp += dch * (one - m)
                     dch = dch * m
                 elif zone == ZONEOUT_EVAL:
                     dcp += dch * p_zone
-                    dch = dch * (1 - p_zone)
+                    dch = dch * (one - p_zone)
                 # ĉ = lerp(g, c_{t−1}, z)
                 z = zg[h]
-                dgv = dch * (1 - z)
+                dgv = dch * (one - z)
                 dcp += dch * z
                 dz = dch * (cprev[h] - g[h])
-                da_g = dgv * (1 - g[h] * g[h])
+                da_g = dgv * (one - g[h] * g[h])
                 if before:
                     dr = zero  # filled below from the recurrent product
                     drh[2 * H + h] = da_g
                 else:
                     dr = da_g * rhg_s[t, bi, h]
                     drh[2 * H + h] = da_g * rg[h]
-                da_z = dz * (1 - z) * z
+                da_z = dz * (one - z) * z
                 dp[h] = da_z
                 drh[h] = da_z
                 dp[2 * H + h] = da_g
                 if not before:
                     r = rg[h]
-                    da_r = dr * (1 - r) * r
+                    da_r = dr * (one - r) * r
                     dp[H + h] = da_r
                     drh[H + h] = da_r
                 dci[h] = dcp
@@ -268,7 +272,7 @@ def egru_backward(gy, gch, RT, thr, c0, y0, zmask, y_out, chat, zg_s, rg_s, g_s,
                     for h in range(H):
                         mp = chp[h] - thr[h]
                         idx[count] = h
-                        count += (mp > 0) or (_pseudo(mp, kind, sa, sb) != 0)
+                        count += (mp > 0) or (_pseudo(mp, kind, sa, sb, one) != 0)
                 else:
                     count = H
                     for h in range(H):
@@ -279,7 +283,7 @@ def egru_backward(gy, gch, RT, thr, c0, y0, zmask, y_out, chat, zg_s, rg_s, g_s,
                     dry[j] = _dot(drh[2 * H:], RT[j, 2 * H:])
                 for h in range(H):
                     r = rg[h]
-                    da_r = dry[h] * yp[h] * (1 - r) * r
+                    da_r = dry[h] * yp[h] * (one - r) * r
                     dp[H + h] = da_r
                     drh[H + h] = da_r
                     dyi[h] += dry[h] * r
@@ -289,7 +293,7 @@ def egru_backward(gy, gch, RT, thr, c0, y0, zmask, y_out, chat, zg_s, rg_s, g_s,
                 chp = chat[t - 1, bi]
                 for h in range(H):
                     mp = chp[h] - thr[h]
-                    if mp > 0 or _pseudo(mp, kind, sa, sb) != 0:
+                    if mp > 0 or _pseudo(mp, kind, sa, sb, one) != 0:
                         dyi[h] += _dot(drh[:width], RT[h, :width])
             elif recurrent_grad and need_y0:
                 for h in range(H):

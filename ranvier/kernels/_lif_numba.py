@@ -72,8 +72,9 @@ def lif_forward(I, WT, v0, z0, b0, r0, alpha, gain_in, thr, rho, gain_b, beta, c
     sa = consts[SUR_A]
     sb = consts[SUR_B]
     n_ref = consts[N_REF]
-    zero = dt * 0
-    one = zero + 1
+    # constants in the tensors' dtype: a literal would promote float32 arithmetic to float64
+    zero = consts.dtype.type(0.0)
+    one = consts.dtype.type(1.0)
     spike_value = one / dt
     cur = np.empty((n, H), I.dtype)
     v = np.empty((n, H), I.dtype)
@@ -173,7 +174,7 @@ def lif_backward(gz, gvT, gbT, WT, z0, z_out, psi, x_s, A_s, alpha, gain_in, thr
     has_rec = flags[HAS_REC] != 0
     detach = flags[DETACH_RESET] != 0
     dt = consts[DT]
-    zero = dt * 0
+    zero = consts.dtype.type(0.0)
     dv = np.empty((n, H), gz.dtype)
     db = np.empty((n, H), gz.dtype)
     dz = np.zeros((n, H), gz.dtype)
