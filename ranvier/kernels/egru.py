@@ -127,13 +127,15 @@ class EGRUFunction(torch.autograd.Function):
             run_chunks(lambda k, s, e: nb.egru_backward(*args, dthr_n[k], *state, 0, T, s, e), B, chunks)
         d_w = d_b = None
         if need[1]:
-            y_prev = torch.cat([y0.unsqueeze(0), y[:-1]]).reshape(T * B, H)
-            d_rh2 = d_rh.reshape(T * B, 3 * H)
             if ctx.flags[nb.GATE_BEFORE]:
+                y_prev = torch.cat([y0.unsqueeze(0), y[:-1]]).reshape(T * B, H)
+                d_rh2 = d_rh.reshape(T * B, 3 * H)
                 ry = rg.reshape(T * B, H) * y_prev
                 d_w = torch.cat([d_rh2[:, : 2 * H].t() @ y_prev, d_rh2[:, 2 * H:].t() @ ry])
-            else:
-                d_w = d_rh2.t() @ y_prev
+            else:  # Σ_t dRh_tᵀ y_{t−1}, with y_{−1} = y0: two matmuls, no copy of the events
+                d_w = d_rh[0].t() @ y0
+                if T > 1:
+                    d_w = d_w + d_rh[1:].reshape(-1, 3 * H).t() @ y[:-1].reshape(-1, H)
         if ctx.has_bias and need[2]:
             d_b = d_rh.sum((0, 1))
         return (d_p if need[0] else None, d_w, d_b, d_thr.sum(0) if need[3] else None,
