@@ -25,12 +25,13 @@ from hypothesis import strategies as st
 
 from ranvier import ALIF, EGRU, LIF, Convention
 from ranvier.engine import (GraphError, Session, Weights, freeze, generate, load_graph, perplexity)
+from ranvier.engine.graph import SPARSE_BELOW
 from ranvier.models.classifier import SequenceClassifier
 from ranvier.neurons.readout import LeakyReadout
 from ranvier.sparse import get_mask, set_mask
 
 FAST = settings(max_examples=30, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
-STORAGE = {"auto": 1 / 8, "dense": 0.0, "csr": 1.0}
+STORAGE = {"auto": SPARSE_BELOW, "dense": 0.0, "csr": 1.0}
 
 
 def dyadic(t: torch.Tensor, bits: int = 12) -> torch.Tensor:

@@ -17,6 +17,7 @@ import math
 
 from numba import njit, prange
 
+from ..kernels._egru_numba import lerp as _lerp
 from ..kernels._fastexp import exp_f32 as _exp_f32
 
 __all__ = ["dense_events", "accumulate", "linear_step", "spiking_step", "egru_step", "readout_step", "nll"]
@@ -266,16 +267,6 @@ def _tanh_into(out, pre, n, fast, bits, one):  # pragma: no cover - compiled
     else:
         for i in range(n):
             out[i] = math.tanh(pre[i])
-
-
-@njit(cache=True)
-def _lerp(start, end, weight, one):  # pragma: no cover - compiled
-    # torch.lerp's scalar formula (ATen Lerp.h): two forms for accuracy on either side of 0.5.
-    # Both are computed and one is selected, so that a loop of lerps stays branch-free (vector
-    # lanes); ``one`` is 1 in the dtype of the arguments.
-    near_start = start + weight * (end - start)
-    near_end = end - (end - start) * (one - weight)
-    return near_start if abs(weight) + abs(weight) < one else near_end
 
 
 @njit(cache=True, error_model="numpy")

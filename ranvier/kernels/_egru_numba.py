@@ -37,11 +37,14 @@ SUR_A, SUR_B, ZONEOUT_P, TRACE_W = range(4)
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _lerp(start, end, weight, one):
-    # torch.lerp's formula (two forms, exact at weight 0 and 1); |w| < 1/2 written as 2|w| < 1
-    if abs(weight) + abs(weight) < one:
-        return start + weight * (end - start)
-    return end - (end - start) * (one - weight)
+def lerp(start, end, weight, one):
+    """torch.lerp's scalar formula (ATen Lerp.h): two forms, exact at weight 0 and 1, for
+    accuracy on either side of 1/2 (|w| < 1/2 written as 2|w| < 1). Both are computed and one
+    is selected, so that a loop of lerps stays branch-free (vector lanes). ``one`` is 1 in the
+    dtype of the arguments. Shared with the event-driven engine."""
+    near_start = start + weight * (end - start)
+    near_end = end - (end - start) * (one - weight)
+    return near_start if abs(weight) + abs(weight) < one else near_end
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -148,11 +151,11 @@ def egru_forward(P, RT, bR, thr, y0, zmask, consts, flags, rh_ext,
             yo = y_out[t, bi]
             tri = tr[bi]
             for h in range(H):
-                v = _lerp(g[h], ci[h], zg[h], one)
+                v = lerp(g[h], ci[h], zg[h], one)
                 if zone == ZONEOUT_MASK:
-                    v = _lerp(ci[h], v, zmask[t, bi, h], one)
+                    v = lerp(ci[h], v, zmask[t, bi, h], one)
                 elif zone == ZONEOUT_EVAL:
-                    v = _lerp(v, ci[h], p_zone, one)
+                    v = lerp(v, ci[h], p_zone, one)
                 if event:
                     v = v - yp[h]
                 ch[h] = v
@@ -162,7 +165,7 @@ def egru_forward(P, RT, bR, thr, y0, zmask, consts, flags, rh_ext,
                     ci[h] = v
                 else:
                     ci[h] = v - thr[h] if fire else v - zero * thr[h]
-                tri[h] = _lerp(tri[h], yo[h], w_tr, one)
+                tri[h] = lerp(tri[h], yo[h], w_tr, one)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
