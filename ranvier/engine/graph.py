@@ -44,10 +44,11 @@ def _empty(dtype: Any, ndim: int = 1) -> np.ndarray:
     return np.zeros((0,) * ndim, dtype=dtype)
 
 
-#: Weights with at most this fraction of non-zero entries are stored as CSR. Measured with
-#: ``benchmarks/engine.py`` (EGRU, H = 512 and 1024): at 20 % non-zero the scatter of CSR entries
-#: is slower than streaming whole dense columns at every activity, at 10 % it is faster.
-SPARSE_BELOW = 1 / 8
+#: Weights with at most this fraction of non-zero entries are stored as CSR: the crossover
+#: measured by ``python benchmarks/engine_storage.py`` (EGRU products, H = 512 and 1024, 5 and
+#: 20 % activity, 1 and 2 threads): at 15-20 % non-zero CSR was 1.15-2.1× faster than dense
+#: columns, at 25 % 0.98-1.4×, at 33 % 0.77-1.0×.
+SPARSE_BELOW = 1 / 4
 
 
 @dataclass

@@ -128,13 +128,14 @@ def accumulate_both(threads, min_work, out_a, wa_t, wa_ptr, wa_ind, wa_dat, idx_
     """``out_a += A x_a`` and ``out_b += B x_b`` over all rows, on two threads when ``threads ≥ 2``
     and the products have at least ``min_work`` active inputs × output rows in all (smaller ones
     do not pay for the hand-over to the second thread), else one after the other. Dense weights
-    split the output rows in halves; CSR ones run the two products side by side."""
+    split the output rows in halves; CSR ones run the two products side by side, when the smaller
+    has at least half of ``min_work`` (else the threads' shares are too uneven)."""
     work_a = n_a * out_a.shape[0]
     work_b = n_b * out_b.shape[0]
     dense = wa_ptr.shape[0] == 0 and wb_ptr.shape[0] == 0
     if threads >= 2 and dense and work_a + work_b >= min_work:
         _accumulate_both_halves_parallel(out_a, wa_t, idx_a, val_a, n_a, out_b, wb_t, idx_b, val_b, n_b, wa_ptr)
-    elif threads >= 2 and not dense and min(work_a, work_b) >= min_work:
+    elif threads >= 2 and not dense and 2 * min(work_a, work_b) >= min_work:
         _accumulate_both_parallel(out_a, wa_t, wa_ptr, wa_ind, wa_dat, idx_a, val_a, n_a,
                                   out_b, wb_t, wb_ptr, wb_ind, wb_dat, idx_b, val_b, n_b)
     else:
@@ -238,35 +239,14 @@ def spiking_step(in_idx, in_val, n_in,
 
 
 @njit(cache=True, error_model="numpy")
-def _sigmoid_into(out, pre, n, fast, bits, one):  # pragma: no cover - compiled
-    """``out[:n] = σ(pre[:n])``: torch's formula ``1/(1 + e^{−x})`` with libm's exp, or the
-    vectorised float32 exp when ``fast``. ``one`` is 1 in the arrays' dtype: a float64 literal
-    would promote a float32 loop to float64 (half the lanes, and conversions)."""
+def _exp_into(x, n, fast, bits):  # pragma: no cover - compiled
+    """``x[:n] = exp(x[:n])``: the vectorised float32 exp when ``fast``, else libm's (float64
+    sessions, so that they match torch to rounding)."""
     if fast:
-        for i in range(n):
-            out[i] = -pre[i]
-        _exp_f32(out, n, bits)
-        for i in range(n):
-            out[i] = one / (one + out[i])
+        _exp_f32(x, n, bits)
     else:
         for i in range(n):
-            out[i] = one / (one + math.exp(-pre[i]))
-
-
-@njit(cache=True, error_model="numpy")
-def _tanh_into(out, pre, n, fast, bits, one):  # pragma: no cover - compiled
-    """``out[:n] = tanh(pre[:n])``: libm's, or ``1 − 2/(e^{2x} + 1)`` with the vectorised float32
-    exp when ``fast`` (absolute error ~1e-7 near 0, where the relative error of this form grows)."""
-    if fast:
-        for i in range(n):
-            out[i] = pre[i] + pre[i]
-        _exp_f32(out, n, bits)
-        two = one + one
-        for i in range(n):
-            out[i] = one - two / (out[i] + one)
-    else:
-        for i in range(n):
-            out[i] = math.tanh(pre[i])
+            x[i] = math.exp(x[i])
 
 
 @njit(cache=True, error_model="numpy")
@@ -278,62 +258,63 @@ def egru_step(in_idx, in_val, n_in,
     """One EGRU step (:func:`ranvier.egru_step` at eval). ``flags``: reset is "event",
     reset_gate is "before", fast (float32 only: the vectorised exp for σ and tanh).
     ``consts`` ``[2]``: the eval-time zoneout expectation ``p``, and 1 (both in the layer's dtype).
+    ``bias_ih``, ``bias_hh`` ``[3H]`` (zeros for a layer without biases: adding 0 changes no sum).
     ``state`` rows: c (after the reset), y (graded events), o (event indicator).
     ``wx``, ``rh`` ``[3H]``, ``gates`` ``[3H]`` (z, r, then the candidate g), ``scaled`` ``[H]``
     and ``bits`` (int32, ``[3H]``) are scratch. ``threads``, ``min_work``: when the input
     and recurrent products run side by side (:func:`accumulate_both`).
 
-    Every pass over the units is branch-free so that LLVM vectorises it; the event list is
-    compacted in a pass of its own."""
+    σ(x) = 1/(1 + e^{−x}) as torch writes it; in float32 tanh(x) = 1 − 2/(e^{2x} + 1) (absolute
+    error ~1e-7 near 0, where the relative error of this form grows), libm's tanh in float64.
+    Every pass over the units is branch-free so that LLVM vectorises it (the options are tested
+    once per pass, not per unit), and the bias additions are folded into the gates' first pass.
+    The event list is compacted in a pass of its own."""
     hidden = threshold.shape[0]
+    h2 = 2 * hidden
     reset_event, gate_before, fast = flags[0], flags[1], flags[2]
     p = consts[0]
     zero = p - p
     one = consts[1]
+    two = one + one
+    zoneout = p > zero
     wx[:] = 0.0
     rh[:] = 0.0
-    if gate_before:
+    candidate = rh[h2:]
+    if gate_before:  # g = tanh(Wx_g + (r ⊙ y_{t−1}) W_gᵀ + b_g): z and r first
         accumulate(wx, 0, 3 * hidden, wih_t, wih_ptr, wih_ind, wih_dat, in_idx, in_val, n_in)
+        accumulate(rh, 0, h2, whh_t, whh_ptr, whh_ind, whh_dat, ev_idx, ev_val, n_prev)
     else:  # W x and R y_{t−1} at once (two threads when large)
         accumulate_both(threads, min_work, wx, wih_t, wih_ptr, wih_ind, wih_dat, in_idx, in_val, n_in,
                         rh, whh_t, whh_ptr, whh_ind, whh_dat, ev_idx, ev_val, n_prev)
-    if bias_ih.shape[0] > 0:
-        for r in range(3 * hidden):
-            wx[r] = wx[r] + bias_ih[r]
-    has_bias = bias_hh.shape[0] > 0
-    candidate = rh[2 * hidden:]
-    if gate_before:  # g = tanh(Wx_g + (r ⊙ y_{t−1}) W_gᵀ + b_g): z and r first
-        accumulate(rh, 0, 2 * hidden, whh_t, whh_ptr, whh_ind, whh_dat, ev_idx, ev_val, n_prev)
-        if has_bias:
-            for r in range(2 * hidden):
-                rh[r] = wx[r] + (rh[r] + bias_hh[r])
-        else:
-            for r in range(2 * hidden):
-                rh[r] = wx[r] + rh[r]
-        _sigmoid_into(gates, rh, 2 * hidden, fast, bits, one)
+    for r in range(h2):  # −(Wx + b_W + R y + b_R) of z and r, for σ's exp (addmm: the sum, then the bias)
+        gates[r] = -((wx[r] + bias_ih[r]) + (rh[r] + bias_hh[r]))
+    _exp_into(gates, h2, fast, bits)
+    for r in range(h2):
+        gates[r] = one / (one + gates[r])
+    if gate_before:
         for k in range(n_prev):
             scaled[k] = gates[hidden + ev_idx[k]] * ev_val[k]
-        accumulate(candidate, 2 * hidden, 3 * hidden, whh_t, whh_ptr, whh_ind, whh_dat, ev_idx, scaled, n_prev)
+        accumulate(candidate, h2, 3 * hidden, whh_t, whh_ptr, whh_ind, whh_dat, ev_idx, scaled, n_prev)
         for i in range(hidden):
-            if has_bias:
-                candidate[i] = candidate[i] + bias_hh[2 * hidden + i]
-            candidate[i] = wx[2 * hidden + i] + candidate[i]
-    else:  # Rh = y_{t−1} Rᵀ + b_R; g = tanh(Wx_g + r ⊙ Rh_g)
-        if has_bias:
-            for r in range(3 * hidden):
-                rh[r] = rh[r] + bias_hh[r]
-        for r in range(2 * hidden):
-            rh[r] = wx[r] + rh[r]
-        _sigmoid_into(gates, rh, 2 * hidden, fast, bits, one)
+            candidate[i] = (wx[h2 + i] + bias_ih[h2 + i]) + (candidate[i] + bias_hh[h2 + i])
+    else:  # Rh_g = y_{t−1} R_gᵀ + b_R; Wx_g + r ⊙ Rh_g
         for i in range(hidden):
-            candidate[i] = wx[2 * hidden + i] + gates[hidden + i] * candidate[i]
-    g = gates[2 * hidden:]
-    _tanh_into(g, candidate, hidden, fast, bits, one)
+            candidate[i] = (wx[h2 + i] + bias_ih[h2 + i]) + gates[hidden + i] * (candidate[i] + bias_hh[h2 + i])
+    g = gates[h2:]
+    if fast:
+        for i in range(hidden):
+            g[i] = candidate[i] + candidate[i]
+        _exp_f32(g, hidden, bits)
+        for i in range(hidden):
+            g[i] = one - two / (g[i] + one)
+    else:
+        for i in range(hidden):
+            g[i] = math.tanh(candidate[i])
     c, y, o = state[0], state[1], state[2]
-    # The update in branch-free passes (the options are tested once per pass, not per unit).
+    # The update in passes of their own: merged into one pass with selects, it ran 1.6× slower.
     for i in range(hidden):
         g[i] = _lerp(g[i], c[i], gates[i], one)  # ĉ = (1 − z)·g + z·c_{t−1}
-    if p > zero:
+    if zoneout:
         for i in range(hidden):
             g[i] = _lerp(g[i], c[i], p, one)
     if reset_event:

@@ -25,10 +25,14 @@ def _weight_args(w: Weights | None, dtype: np.dtype) -> tuple[np.ndarray, ...]:
     if w.sparse:
         # The narrowest row index that holds every row: a step streams an index and a value per
         # non-zero, so uint16 indices (up to 65 536 rows) read 6 bytes per non-zero, not 12 (int64).
-        # Unsigned indices also spare numba's negative-index test in the scatter.
+        # Unsigned indices and column pointers also spare numba's negative-index test in the
+        # scatter: with signed pointers the loop over a column's entries wraps every index it
+        # reads (measured at H = 1024, 10 % weights: 0.66 → 0.39 ns per non-zero, cache-hot).
+        indptr = w.indptr.astype(np.uint64)
         for index_type in (np.uint16, np.uint32):
             if w.rows <= np.iinfo(index_type).max + 1:
-                return (w.dense_t, w.indptr, w.indices.astype(index_type), w.data)
+                return (w.dense_t, indptr, w.indices.astype(index_type), w.data)
+        return (w.dense_t, indptr, w.indices.astype(np.uint64), w.data)
     return (w.dense_t, w.indptr, w.indices, w.data)
 
 
@@ -54,11 +58,25 @@ FOLD_MAX_BYTES = 256 * 2**20
 
 #: With ``Session(threads=2)`` a step's input and recurrent products go to two threads only when
 #: they have at least this many active inputs × output rows in all (dense weights: each thread
-#: takes half the output rows of both; CSR: one product each, and each must reach it). Smaller
-#: ones stay on one thread: handing work to the second thread costs a few µs. A rough setting,
-#: not a tuned crossover: in a side-by-side check at H = 512 and 5 % activity (≈ 90 000) two
-#: threads gained nothing at any threshold; at H = 1024 they did.
+#: takes half the output rows of both; CSR: one product each, and each must reach half of it). Smaller
+#: ones stay on one thread: handing work to the second thread costs 1.5 µs or more. Measured side
+#: by side (H = 256, weights in L2): at 10 and 20 % activity (45 000 and 88 000) two threads were
+#: 1.3× and 1.2× slower than one.
 PARALLEL_MIN_WORK = 150_000
+
+#: A layer whose weights take more than :data:`STREAMED_BYTES` (one core's L2 cache on the
+#: machines we measure) streams its active columns from L3 or memory at every step; two cores
+#: then bring twice the bandwidth, and the products split from this much work on. Measured side
+#: by side (H = 512, 6 MiB of float32 weights, 5 % activity, 92 000): 14.4 µs with two threads
+#: against 17.5 µs with one.
+PARALLEL_MIN_WORK_STREAMED = 40_000
+STREAMED_BYTES = 2 * 2**20
+
+
+def _parallel_min_work(*weights: tuple[np.ndarray, ...]) -> int:
+    """The two-thread threshold of a layer with these weight arguments (see above)."""
+    size = sum(array.nbytes for args in weights for array in args)
+    return min(PARALLEL_MIN_WORK, PARALLEL_MIN_WORK_STREAMED) if size > STREAMED_BYTES else PARALLEL_MIN_WORK
 
 
 class _LayerRuntime:
@@ -74,6 +92,15 @@ class _LayerRuntime:
 
     def record(self) -> dict[str, np.ndarray]:
         return dict(zip(self.STATE, self.state.copy()))
+
+    def use_input_table(self, table: np.ndarray) -> None:
+        """Take the input as a one-hot index into ``table`` ``[vocab, rows]`` (a folded embedding)."""
+        self.win = (table, np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, table.dtype))
+        self._bind()
+
+    def _bind(self) -> None:
+        """Gather the kernel's arguments that stay the same from step to step (a step is a few µs)."""
+        raise NotImplementedError
 
 
 class _SpikingRuntime(_LayerRuntime):
@@ -99,12 +126,17 @@ class _SpikingRuntime(_LayerRuntime):
         self.events = _Events(h, dtype)
         self.scratch = (np.zeros(h, dtype), np.zeros(h, dtype))
         self.threads = threads
+        self._bind()
+
+    def _bind(self) -> None:
+        self.min_work = _parallel_min_work(self.win, self.wrec)
+        self._fixed = (*self.win, *self.wrec, self.bias, self.params, self.flags, self.consts, self.state,
+                       self.events.idx, self.events.val)
 
     def step(self, source: _Events) -> None:
         ev = self.events
-        ev.n = kernels.spiking_step(source.idx, source.val, source.n, *self.win, *self.wrec, self.bias, self.params,
-                                    self.flags, self.consts, self.state, ev.idx, ev.val, ev.n, *self.scratch,
-                                    self.threads, PARALLEL_MIN_WORK)
+        ev.n = kernels.spiking_step(source.idx, source.val, source.n, *self._fixed, ev.n, *self.scratch, self.threads,
+                                    self.min_work)
 
 
 class _EGRURuntime(_LayerRuntime):
@@ -115,8 +147,9 @@ class _EGRURuntime(_LayerRuntime):
         self.hidden_size = h
         self.win = _weight_args(layer.input_weight, dtype)
         self.whh = _weight_args(layer.recurrent_weight, dtype)
-        self.bias_ih = _vector(layer.input_bias, dtype)
-        self.bias_hh = _vector(layer.recurrent_bias, dtype)
+        rows = 3 * h  # a layer without biases gets zeros: adding 0 changes no sum
+        self.bias_ih = _vector(layer.input_bias if layer.input_bias.size else np.zeros(rows), dtype)
+        self.bias_hh = _vector(layer.recurrent_bias if layer.recurrent_bias.size else np.zeros(rows), dtype)
         self.threshold = _vector(layer.threshold, dtype)
         # float32 sessions take the vectorised exp for σ and tanh (ranvier.kernels._fastexp, ~1 ulp);
         # float64 ones keep libm's, so that they match torch to rounding.
@@ -128,12 +161,17 @@ class _EGRURuntime(_LayerRuntime):
         self.scratch = (np.zeros(3 * h, dtype), np.zeros(3 * h, dtype), np.zeros(3 * h, dtype), np.zeros(h, dtype),
                         np.zeros(3 * h, np.int32))
         self.threads = threads
+        self._bind()
+
+    def _bind(self) -> None:
+        self.min_work = _parallel_min_work(self.win, self.whh)
+        self._fixed = (*self.win, *self.whh, self.bias_ih, self.bias_hh, self.threshold, self.flags, self.consts,
+                       self.state, self.events.idx, self.events.val)
 
     def step(self, source: _Events) -> None:
         ev = self.events
-        ev.n = kernels.egru_step(source.idx, source.val, source.n, *self.win, *self.whh, self.bias_ih, self.bias_hh,
-                                 self.threshold, self.flags, self.consts, self.state, ev.idx, ev.val, ev.n,
-                                 *self.scratch, self.threads, PARALLEL_MIN_WORK)
+        ev.n = kernels.egru_step(source.idx, source.val, source.n, *self._fixed, ev.n, *self.scratch, self.threads,
+                                 self.min_work)
 
 
 @dataclass
@@ -171,7 +209,8 @@ class Session:
     (language model) or the last layer's output ``[H]`` (a bare stack of layers). ``run(xs)``
     runs a whole sequence from the current state. ``reset()`` returns to the all-zero state.
     ``threads=2`` lets each layer split its input and recurrent products over two threads when
-    they are large (:data:`PARALLEL_MIN_WORK`); the results are bit-identical to one thread.
+    they are large (:data:`PARALLEL_MIN_WORK`, or :data:`PARALLEL_MIN_WORK_STREAMED` for a layer
+    whose weights do not fit a core's L2 cache); the results are bit-identical to one thread.
 
     For a language model, ``fold_embedding`` precomputes ``E W_inᵀ`` (``[vocab, rows]``, the
     first layer's input product of every token) so that a token costs one row copy instead of
@@ -227,7 +266,7 @@ class Session:
             self.folded = fold_embedding if fold_embedding is not None else folded_bytes <= FOLD_MAX_BYTES
             if self.folded:  # the token becomes a one-hot input of the weights E W_inᵀ (row t: token t)
                 table = np.ascontiguousarray(self._table @ first.to_matrix().T, dtype=dtype)  # [vocab, rows]
-                self._layers[0].win = (table, np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, dtype))
+                self._layers[0].use_input_table(table)
                 self._input = _Events(1, dtype)
                 self._input.idx[0], self._input.val[0], self._input.n = 0, 1.0, 1
         if isinstance(head, Readout):
@@ -245,8 +284,11 @@ class Session:
                 self._projection = (_weight_args(head.projection, dtype), _vector(head.projection_bias, dtype))
                 self._projected = np.zeros(head.projection.rows, dtype)
                 self._projected_events = _Events(head.projection.rows, dtype)
-        self._output = np.zeros(graph.output_size, dtype)
+        # A stack of layers without a head outputs its last layer's z or y: a view of that state row.
+        self._output = np.zeros(graph.output_size, dtype) if head is not None else self._layers[-1].state[1]
         self._input_shape = (graph.input.size,)
+        self._token_input = isinstance(graph.input, Embedding)
+        self._input_dtype = np.dtype(dtype)
         self.reset()
 
     # -- state -------------------------------------------------------------------------------
@@ -281,7 +323,7 @@ class Session:
 
     # -- stepping ----------------------------------------------------------------------------
     def _load_input(self, x: Any) -> None:
-        if isinstance(self.graph.input, Embedding):
+        if self._token_input:
             vocab = self._table.shape[0]
             if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, np.integer)):
                 raise TypeError(f"a language model's step takes one token id (an int), got {type(x).__name__}")
@@ -291,7 +333,8 @@ class Session:
                 self._input.idx[0] = int(x)  # n = 1, value 1: adds row x of E W_inᵀ
                 return
             row = self._table[int(x)]
-        elif type(x) is np.ndarray and x.dtype == self.dtype and x.shape == self._input_shape and x.flags.c_contiguous:
+        elif (type(x) is np.ndarray and x.dtype is self._input_dtype and x.shape == self._input_shape
+              and x.flags.c_contiguous):
             row = x  # the fast path: already what the kernel reads
         else:
             row = np.asarray(x)
@@ -325,9 +368,6 @@ class Session:
             weights, bias = self._decoder
             kernels.linear_step(self._output, *weights, bias, source.idx, source.val, source.n, self.threads,
                                 PARALLEL_MIN_WORK)
-        else:
-            layer = self._layers[-1]
-            self._output[:] = layer.state[1]  # z (spiking) or y (EGRU): the layer's output
 
     def step(self, x: Any) -> np.ndarray:
         """Feed one input step; returns this step's output (a new array)."""
