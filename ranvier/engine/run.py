@@ -27,7 +27,7 @@ def _weight_args(w: Weights | None, dtype: np.dtype) -> tuple[np.ndarray, ...]:
         # non-zero, so uint16 indices (up to 65 536 rows) read 6 bytes per non-zero, not 12 (int64).
         # Unsigned indices and column pointers also spare numba's negative-index test in the
         # scatter: with signed pointers the loop over a column's entries wraps every index it
-        # reads (measured at H = 1024, 10 % weights: 0.66 → 0.39 ns per non-zero, cache-hot).
+        # reads (docs/engine.md: 30.1 → 22.1 µs a step at H = 512, 20 % activity, 10 % weights).
         indptr = w.indptr.astype(np.uint64)
         for index_type in (np.uint16, np.uint32):
             if w.rows <= np.iinfo(index_type).max + 1:
@@ -59,16 +59,15 @@ FOLD_MAX_BYTES = 256 * 2**20
 #: With ``Session(threads=2)`` a step's input and recurrent products go to two threads only when
 #: they have at least this many active inputs × output rows in all (dense weights: each thread
 #: takes half the output rows of both; CSR: one product each, and each must reach half of it). Smaller
-#: ones stay on one thread: handing work to the second thread costs 1.5 µs or more. Measured side
-#: by side (H = 256, weights in L2): at 10 and 20 % activity (45 000 and 88 000) two threads were
-#: 1.3× and 1.2× slower than one.
+#: ones stay on one thread: handing work to the second thread costs 1.5 µs or more, and a layer
+#: whose weights sit in L2 does too little per step to gain it back (H = 256 at 20 % activity,
+#: 88 000, was slower on two threads in a side-by-side check).
 PARALLEL_MIN_WORK = 150_000
 
 #: A layer whose weights take more than :data:`STREAMED_BYTES` (one core's L2 cache on the
 #: machines we measure) streams its active columns from L3 or memory at every step; two cores
-#: then bring twice the bandwidth, and the products split from this much work on. Measured side
-#: by side (H = 512, 6 MiB of float32 weights, 5 % activity, 92 000): 14.4 µs with two threads
-#: against 17.5 µs with one.
+#: then bring twice the bandwidth, and the products split from this much work on (in
+#: ``benchmarks/engine.py``, H = 512, 5 % activity, 6 MiB of float32 weights: 17.7 → 13.1 µs).
 PARALLEL_MIN_WORK_STREAMED = 40_000
 STREAMED_BYTES = 2 * 2**20
 
