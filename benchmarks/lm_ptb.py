@@ -106,7 +106,9 @@ def main() -> None:
         schedule = {"prune": args.prune, "prune_start": args.steps // 10, "prune_end": args.steps // 2,
                     "prune_every": max(1, args.steps // 30), "prune_scope": "layer"}
         variants = [("egru", {}), ("egru", schedule), ("gru", {})]
-    budget = {"max_steps": args.steps, "epochs": 0} if args.steps > 0 else {"time_budget": args.minutes * 60}
+    # --minutes: the whole budget for every model (no epoch cap; the learning rate's cosine runs over
+    # the budget). The preset's single epoch would otherwise end a fast model's run early.
+    budget = {"max_steps": args.steps, "epochs": 0} if args.steps > 0 else {"time_budget": args.minutes * 60, "epochs": 0}
     jobs = [(args.task, model, {**budget, **extra}, args.data_dir, args.prune <= 0) for model, extra in variants]
     if args.prune > 0:
         # equal steps, so the three can share the machine: side by side, one thread each
