@@ -58,8 +58,8 @@ FOLD_MAX_BYTES = 256 * 2**20
 
 #: With ``Session(threads=2)`` a step's input and recurrent products go to two threads only when
 #: they have at least this many active inputs × output rows in all (dense weights: each thread
-#: takes half the output rows of both; CSR: one product each, and each must reach half of it). Smaller
-#: ones stay on one thread: handing work to the second thread costs 1.5 µs or more, and a layer
+#: takes half the output rows of both; CSR: one product each, and each must reach half of it).
+#: Smaller ones stay on one thread: handing work to the second thread costs 1.5 µs or more, and a layer
 #: whose weights sit in L2 does too little per step to gain it back (H = 256 at 20 % activity,
 #: 88 000, was slower on two threads in a side-by-side check).
 PARALLEL_MIN_WORK = 150_000
@@ -73,7 +73,8 @@ STREAMED_BYTES = 2 * 2**20
 
 
 def _parallel_min_work(*weights: tuple[np.ndarray, ...]) -> int:
-    """The two-thread threshold of a layer with these weight arguments (see above)."""
+    """The two-thread threshold of a layer with these weight arguments (see above; the smaller of
+    the two for streamed weights, so that lowering ``PARALLEL_MIN_WORK`` lowers both)."""
     size = sum(array.nbytes for args in weights for array in args)
     return min(PARALLEL_MIN_WORK, PARALLEL_MIN_WORK_STREAMED) if size > STREAMED_BYTES else PARALLEL_MIN_WORK
 
