@@ -311,7 +311,7 @@ def egru_step(in_idx, in_val, n_in,
         for i in range(hidden):
             g[i] = math.tanh(candidate[i])
     c, y, o = state[0], state[1], state[2]
-    # The update in passes of their own: merged into one pass with selects, it ran 1.6× slower.
+    # The update in passes of their own: merged into one pass with selects, it ran slower.
     for i in range(hidden):
         g[i] = _lerp(g[i], c[i], gates[i], one)  # ĉ = (1 − z)·g + z·c_{t−1}
     if zoneout:
