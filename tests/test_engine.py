@@ -406,6 +406,25 @@ def test_two_threads_are_bit_identical_to_one(kind, storage, dtype, monkeypatch)
         Session(graph, threads=3)
 
 
+def test_layers_whose_weights_exceed_l2_split_from_less_work():
+    from ranvier.engine import run as engine_run_module
+
+    torch.manual_seed(0)
+    small = Session(freeze(EGRU(8, 32), dtype=np.float32), threads=2)._layers[0]
+    large = Session(freeze(EGRU(512, 512), dtype=np.float32), threads=2)._layers[0]  # 2 × 3 MiB of weights
+    assert small.min_work == engine_run_module.PARALLEL_MIN_WORK
+    assert large.min_work == engine_run_module.PARALLEL_MIN_WORK_STREAMED < engine_run_module.PARALLEL_MIN_WORK
+
+
+def test_csr_weights_reach_the_kernels_with_unsigned_pointers_and_indices():
+    # signed column pointers cost a negative-index test per non-zero in numba's scatter loop
+    egru = EGRU(16, 16).eval()
+    set_mask(egru, "weight_hh_l0", torch.rand(48, 16) < 0.1)
+    layer = Session(freeze(egru, dtype=np.float32))._layers[0]
+    _, indptr, indices, _ = layer.whh
+    assert indptr.size > 0 and indptr.dtype == np.uint64 and indices.dtype == np.uint16
+
+
 def test_session_rejects_bad_input_and_resets():
     session = Session(freeze(LIF(3, 8, threshold=0.05)))
     with pytest.raises(ValueError, match="shape"):
