@@ -7,6 +7,7 @@ the weight columns of active units are read.
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -79,7 +80,7 @@ def _parallel_min_work(*weights: tuple[np.ndarray, ...]) -> int:
     return min(PARALLEL_MIN_WORK, PARALLEL_MIN_WORK_STREAMED) if size > STREAMED_BYTES else PARALLEL_MIN_WORK
 
 
-class _LayerRuntime:
+class _LayerRuntime(ABC):
     """What every layer runtime keeps: ``state`` (one row per field of ``STATE``) and its event list."""
 
     STATE: tuple[str, ...] = ()
@@ -98,9 +99,9 @@ class _LayerRuntime:
         self.win = (table, np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, table.dtype))
         self._bind()
 
+    @abstractmethod
     def _bind(self) -> None:
         """Gather the kernel's arguments that stay the same from step to step (a step is a few µs)."""
-        raise NotImplementedError
 
 
 class _SpikingRuntime(_LayerRuntime):
