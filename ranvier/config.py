@@ -68,6 +68,7 @@ class TrainConfig:
     time_budget: float = field(default=0.0, metadata={"help": "stop after this many seconds of training (0: no limit); the lr schedule follows elapsed time"})
     batch_size: int = field(default=128, metadata={"help": "samples per step"})
     lr: float = field(default=1e-2, metadata={"help": "Adam learning rate"})
+    adam_beta1: float = field(default=0.9, metadata={"help": "Adam's first-moment decay (0: no momentum, as in EvNN's language models)"})
     lr_decay: float = field(default=1.0, metadata={"help": "multiply lr by this every lr_decay_every steps"})
     lr_decay_every: int = field(default=0, metadata={"help": "steps between lr decays (0: cosine to 0 over the run)"})
     grad_clip: float = field(default=0.0, metadata={"help": "clip the gradient norm (0: off)"})
@@ -123,6 +124,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.train_params not in ("delays", "weights", "both"):  # issue 8
             raise ValueError(f"train must be delays, weights or both, got {self.train_params!r}")
+        if not 0.0 <= self.adam_beta1 < 1.0:
+            raise ValueError(f"adam_beta1 must be in [0, 1), got {self.adam_beta1}")
         if self.epochs <= 0 and self.max_steps <= 0 and self.time_budget <= 0:
             raise ValueError("set epochs > 0, max_steps > 0 or time_budget > 0")
 

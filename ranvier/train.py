@@ -214,7 +214,8 @@ def fit(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
     job = make_job(cfg)
     model = job.model
     job.model = distributed.wrap(model, ddp)  # DDP averages gradients; `model` stays the bare module
-    optimizer = torch.optim.Adam(job.parameter_groups(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.Adam(job.parameter_groups(), lr=cfg.lr, betas=(cfg.adam_beta1, 0.999),
+                                 weight_decay=cfg.weight_decay)
     optimizer = sparsify_optimizer(optimizer, model, cfg)  # issue 7: DEEP R / pruning (unchanged when off)
     base_lrs = [group["lr"] for group in optimizer.param_groups]  # per-group multipliers stay fixed
 
@@ -223,7 +224,10 @@ def fit(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
 
     step, elapsed, history = 0, 0.0, []
     if resume:
-        if _identity(read_meta(ckpt_path).get("config", {})) != _identity(dataclasses.asdict(cfg)):
+        # settings added after the run started take their defaults, so old runs stay resumable
+        defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+        saved = defaults | read_meta(ckpt_path).get("config", {})
+        if _identity(saved) != _identity(dataclasses.asdict(cfg)):
             raise ValueError(f"the config differs from the one the run in {run_dir} was started with; "
                              f"resume with `ranvier train --resume --out {run_dir}`, which reads its config.toml")
         extra: dict[str, Tensor] = {}

@@ -76,6 +76,38 @@ def test_resume_refuses_a_different_config(tmp_path):
         train.fit(build_config({**TINY, "lr": 0.5, "out": str(tmp_path / "r")}), resume=True)
 
 
+def test_resume_accepts_a_run_saved_before_a_setting_existed(tmp_path, monkeypatch):
+    """A run started by an older ranvier has no entry for a newer setting; at its default it resumes."""
+    cfg = build_config({**TINY, "out": str(tmp_path / "r")})
+    train.fit(cfg)
+    real_read_meta = train.read_meta
+
+    def older_meta(path):
+        meta = real_read_meta(path)
+        del meta["config"]["adam_beta1"]
+        return meta
+
+    monkeypatch.setattr(train, "read_meta", older_meta)
+    assert train.fit(cfg, resume=True)["steps"] == TINY["max_steps"]
+    with pytest.raises(ValueError, match="config differs"):
+        train.fit(build_config({**TINY, "adam_beta1": 0.0, "out": str(tmp_path / "r")}), resume=True)
+
+
+def test_adam_beta1_reaches_the_optimiser(tmp_path, monkeypatch):
+    seen = []
+
+    class Recording(torch.optim.Adam):
+        def __init__(self, params, **kw):
+            seen.append(kw["betas"])
+            super().__init__(params, **kw)
+
+    monkeypatch.setattr(train.torch.optim, "Adam", Recording)
+    train.fit(build_config({**TINY, "max_steps": 1, "adam_beta1": 0.0, "out": str(tmp_path / "r")}))
+    assert seen == [(0.0, 0.999)]
+    with pytest.raises(ValueError, match="adam_beta1"):
+        build_config({**TINY, "adam_beta1": 1.0})
+
+
 def test_corrupt_checkpoint_is_reported(tmp_path):
     train.fit(build_config({**TINY, "out": str(tmp_path / "r")}))
     path = tmp_path / "r" / "checkpoint.safetensors"
