@@ -18,7 +18,10 @@ median of ``--repeats`` timed steps (after warm-up); the figure reported is the 
 processes. Threads: ``--threads`` (default 2) for torch and OMP/MKL. Flush-denormal is ON by
 default for every entry (``--no-flush-denormal`` to turn it off): at T=784 gradients of the dense
 RNNs pass through float32 subnormals, which are slow on x86 (perf-anchors.md); flushing helps
-the peers, not ranvier.
+the peers, not ranvier. Likewise every entry runs with glibc keeping freed memory for reuse
+(``ranvier.core.allocator.keep_freed_memory``, which ``ranvier train`` also sets;
+``--no-keep-freed-memory`` to turn it off): otherwise each step's large buffers are mapped
+afresh and page-fault on every page.
 
     python benchmarks/speed.py            # full run (about 8-10 minutes on 2 cores)
     python benchmarks/speed.py --quick    # one process per config, fewer repeats (a few minutes)
@@ -302,9 +305,13 @@ def backward_sparsity_worker(s, warmup, repeats):
     return res
 
 
-def run_worker(name: str, warmup: int, repeats: int, flush: bool, threads: int) -> dict:
+def run_worker(name: str, warmup: int, repeats: int, flush: bool, threads: int, keep_freed: bool) -> dict:
     torch.set_num_threads(threads)
     torch.set_flush_denormal(flush)
+    if keep_freed:  # glibc keeps freed blocks for reuse (ranvier/core/allocator.py), for every entry
+        from ranvier.core.allocator import keep_freed_memory
+
+        keep_freed = keep_freed_memory()
     builder, lib, role = CONFIGS[name]
     s = SHAPES[name.split("/")[0]]
     import importlib
@@ -319,7 +326,7 @@ def run_worker(name: str, warmup: int, repeats: int, flush: bool, threads: int) 
         F.cross_entropy(builder(tiny)(torch.rand(2, 2, tiny["I"])), torch.zeros(2, dtype=torch.long)).backward()
     rss_import = vm_hwm_mib()
     res = dict(name=name, shape=name.split("/")[0], lib=lib, role=role, threads=torch.get_num_threads(),
-               flush_denormal=flush, rss_import_mib=rss_import)
+               flush_denormal=flush, keep_freed_memory=keep_freed, rss_import_mib=rss_import)
     if builder is None:
         res.update(backward_sparsity_worker(s, warmup, repeats))
         return res
@@ -430,6 +437,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=THREADS)
     ap.add_argument("--no-flush-denormal", action="store_true")
+    ap.add_argument("--no-keep-freed-memory", action="store_true",
+                    help="leave glibc's default of returning large freed blocks to the system")
     ap.add_argument("--quick", action="store_true", help="one process per config, 3 repeats")
     ap.add_argument("--timeout", type=int, default=600)
     ap.add_argument("--no-write", action="store_true", help="do not write benchmarks/results/speed.json")
@@ -440,7 +449,7 @@ def main() -> None:
         a.procs, a.repeats = 1, 3
     if a.worker:
         try:
-            res = run_worker(a.worker, a.warmup, a.repeats, flush, a.threads)
+            res = run_worker(a.worker, a.warmup, a.repeats, flush, a.threads, not a.no_keep_freed_memory)
         except Exception as exc:  # reported as a row, e.g. a peer that is not installed
             res = dict(name=a.worker, error=f"{type(exc).__name__}: {exc}"[:300])
         print("RESULT " + json.dumps(res), flush=True)
@@ -453,6 +462,7 @@ def main() -> None:
         for name in names:
             cmd = [sys.executable, os.path.abspath(__file__), "--worker", name, "--repeats", str(a.repeats),
                    "--warmup", str(a.warmup), "--threads", str(a.threads)] + (["--no-flush-denormal"] if not flush else [])
+            cmd += ["--no-keep-freed-memory"] if a.no_keep_freed_memory else []
             try:
                 p = subprocess.run(cmd, capture_output=True, text=True, timeout=a.timeout, env=env)
                 lines = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")]
@@ -492,7 +502,8 @@ def main() -> None:
     print()
     for t in targets:
         print(f"{'met   ' if t['met'] else 'MISSED'} {t['name']}: {t['value']} (goal {t['op']} {t['target']})")
-    print(f"# total wall {time.time() - t_start:.0f} s, flush-denormal {flush}, {a.threads} threads, {a.procs} process(es)")
+    print(f"# total wall {time.time() - t_start:.0f} s, flush-denormal {flush}, keep freed memory "
+          f"{not a.no_keep_freed_memory}, {a.threads} threads, {a.procs} process(es)")
     if not a.no_write:
         from common import write_results
 

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from . import distributed
 from .checkpoint import atomic_write_text, load_checkpoint, read_meta, save_checkpoint
 from .config import TrainConfig, to_toml
+from .core.allocator import keep_freed_memory
 from .metrics import connection_sparsity
 from .models.classifier import SequenceClassifier, build_classifier
 from .neurons.readout import firing_rate_loss
@@ -201,6 +202,9 @@ def fit(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
     # Vanishing gradients through long sequences pass through subnormal floats, which are
     # ~10× slower on x86 (shared/bench/perf-anchors.md); flushing them changes nothing visible.
     torch.set_flush_denormal(True)
+    # Large per-step buffers are reused instead of mapped afresh every step (page faults were
+    # 20-30 % of a fused training step on long sequences; ranvier/core/allocator.py).
+    keep_freed_memory()
     ddp = distributed.setup(cfg)  # issue 10: joins torchrun's process group; a no-op in one process
     run_dir = cfg.run_dir()
     ckpt_path = run_dir / CHECKPOINT

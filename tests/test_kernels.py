@@ -4,24 +4,39 @@ Spikes must be equal and every gradient (input, input and recurrent weights, bia
 state) must agree to 1e-6 relative, over neuron kind × convention × reset × mask × shapes.
 """
 import copy
+import dataclasses
 
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ranvier import ALIF, EPROP_CONVENTION, LIF, LSNN_CONVENTION, FastSigmoid, PiecewiseLinear, Surrogate
+from ranvier import (
+    ALIF,
+    EPROP_CONVENTION,
+    LIF,
+    LSNN_CONVENTION,
+    FastSigmoid,
+    PiecewiseLinear,
+    Surrogate,
+)
 from ranvier.kernels import KernelUnsupportedError
 from ranvier.kernels import lif as lif_kernel
 from ranvier.sparse.masks import set_mask
 
 F64 = torch.float64
-CONVENTIONS = {"lsnn": LSNN_CONVENTION, "eprop": EPROP_CONVENTION}
+# (the third: reset by the adaptive threshold without normalising by it, as benchmarks/speed.py
+# runs ALIF; the kernel keeps A for every step but not the surrogate argument)
+CONVENTIONS = {"lsnn": LSNN_CONVENTION, "eprop": EPROP_CONVENTION,
+               "reset-by-A": dataclasses.replace(EPROP_CONVENTION, reset_by_adaptive=True)}
+# How the kernels compute a step's recurrent product: always one GEMM over the batch slice, always
+# the sparse gathers and dot products, or switching by activity (the default).
+PRODUCTS = {"gemm": 0.0, "loops": 2.0, "auto": lif_kernel.GEMM_MIN_ACTIVITY}
 # "reset" axis: how the reset term (and the refractory period after it) enters the dynamics.
 RESETS = {"subtract": {}, "detached": {"detach_reset": True}, "refractory": {"n_refractory": 2}}
 SHAPES = dict(T=st.integers(1, 14), B=st.integers(1, 5), I=st.integers(1, 4), H=st.integers(1, 9),
               surrogate=st.sampled_from([PiecewiseLinear(), PiecewiseLinear(gamma=0.7, width=0.5), FastSigmoid(10.0)]),
-              dt=st.sampled_from([1.0, 0.5]), seed=st.integers(0, 2**16))
+              dt=st.sampled_from([1.0, 0.5]), seed=st.integers(0, 2**16), product=st.sampled_from(list(PRODUCTS)))
 
 
 def make_pair(cls, I, H, **kw):
@@ -92,20 +107,25 @@ def assert_same(ref, ker, T, B, seed, masked=False):
 @pytest.mark.parametrize("cls", [LIF, ALIF])
 @settings(max_examples=3, deadline=None)
 @given(**SHAPES)
-def test_kernel_equals_reference(cls, convention, reset, masked, T, B, I, H, surrogate, dt, seed):
+def test_kernel_equals_reference(cls, convention, reset, masked, T, B, I, H, surrogate, dt, seed, product):
     kw = dict(convention=CONVENTIONS[convention], surrogate=surrogate, dt=dt, **RESETS[reset])
     if cls is ALIF:
         kw.update(beta=1.5, tau_adapt=30.0)
     ref, ker = make_pair(cls, I, H, **kw)
-    assert_same(ref, ker, T, B, seed, masked=masked)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(lif_kernel, "GEMM_MIN_ACTIVITY", PRODUCTS[product])
+        assert_same(ref, ker, T, B, seed, masked=masked)
 
 
+@pytest.mark.parametrize("product", list(PRODUCTS))
 @pytest.mark.parametrize("weight_grad", ["gemm", "sparse"])
 @pytest.mark.parametrize("cls", [LIF, ALIF])
-def test_kernel_equals_reference_long_and_active(cls, weight_grad, monkeypatch):
+def test_kernel_equals_reference_long_and_active(cls, weight_grad, product, monkeypatch):
     """A longer run with many spikes, several threads' batch slices and self-connections; the
-    recurrent-weight gradient both as one GEMM and as the sparse row loop."""
+    recurrent-weight gradient both as one GEMM and as the sparse row loop, the recurrent products
+    as GEMMs, as loops, and switching between them."""
     monkeypatch.setattr(lif_kernel, "SPARSE_WEIGHT_GRAD_MAX_ACTIVITY", 1.0 if weight_grad == "sparse" else 0.0)
+    monkeypatch.setattr(lif_kernel, "GEMM_MIN_ACTIVITY", PRODUCTS[product])
     torch.set_num_threads(2)
     ref, ker = make_pair(cls, 3, 16, self_connections=True, tau_mem=5.0)
     z = assert_same(ref, ker, T=60, B=7, seed=3)
@@ -222,14 +242,27 @@ def test_float32_kernel_matches_reference_closely():
 
 
 # ---------------------------------------------------------------- EGRU
-@pytest.mark.parametrize("path", ["loop", "stepwise"])
+# The EGRU kernel's paths: the compiled loop with gathers and dot products, the same loop with a
+# GEMM per step for every recurrent product (reset gate after), and the wide-layer path that
+# calls the loop one step at a time with torch matmuls in between (also forced at small H).
+EGRU_PATHS = {"loop": (10**9, 2.0), "loop-gemm": (10**9, 0.0), "stepwise": (1, 0.25)}
+
+
+def set_egru_path(mp, path):
+    from ranvier.kernels import egru as egru_kernel
+
+    stepwise_min_hidden, gemm_min_activity = EGRU_PATHS[path]
+    mp.setattr(egru_kernel, "STEPWISE_MIN_HIDDEN", stepwise_min_hidden)
+    mp.setattr(egru_kernel, "GEMM_MIN_ACTIVITY", gemm_min_activity)
+
+
+@pytest.mark.parametrize("path", list(EGRU_PATHS))
 def test_float32_egru_kernel_matches_reference_closely(path, monkeypatch):
     """float32 takes the vectorised exp for σ and tanh: outputs and gradients stay within float32
     rounding of the reference (an event may flip where ĉ lands on its threshold)."""
     from ranvier import EGRU
-    from ranvier.kernels import egru as egru_kernel
 
-    monkeypatch.setattr(egru_kernel, "STEPWISE_MIN_HIDDEN", 1 if path == "stepwise" else 10**9)
+    set_egru_path(monkeypatch, path)
     torch.manual_seed(0)
     ref = EGRU(5, 48, threshold_mean=-1.0, backend="reference")
     ker = copy.deepcopy(ref)
@@ -270,18 +303,15 @@ def egru_grads(layer, x, state, weights, train):
     return y, finals, torch.autograd.grad(loss, inputs, allow_unused=True)
 
 
-@pytest.mark.parametrize("path", ["loop", "stepwise"])
+@pytest.mark.parametrize("path", list(EGRU_PATHS))
 @pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
 @pytest.mark.parametrize("option", list(EGRU_OPTIONS))
 @settings(max_examples=2, deadline=None)
 @given(T=st.integers(1, 12), B=st.integers(1, 5), I=st.integers(1, 4), H=st.integers(1, 8), seed=st.integers(0, 2**16))
 def test_egru_kernel_equals_reference(option, train, path, T, B, I, H, seed):
-    """Both kernel paths: the compiled loop, and (wide layers, reset gate after) the per-step
-    BLAS matmul between compiled elementwise calls, forced here at small H."""
-    from ranvier.kernels import egru as egru_kernel
-
+    """Every kernel path (``EGRU_PATHS``), each forced here at small H."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(egru_kernel, "STEPWISE_MIN_HIDDEN", 1 if path == "stepwise" else 10**9)
+        set_egru_path(mp, path)
         _check_egru_kernel_equals_reference(option, train, T, B, I, H, seed)
 
 
@@ -335,7 +365,7 @@ def test_egru_dispatch():
     torch.testing.assert_close(y, y_traj, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("path", ["loop", "stepwise"])
+@pytest.mark.parametrize("path", list(EGRU_PATHS))
 def test_egru_gradcheck_without_events(path, monkeypatch):
     """With thresholds far above |ĉ| and a narrow support there are no events and no
     pseudo-derivative, so the layer is a smooth gated recurrence and finite differences apply
@@ -345,7 +375,7 @@ def test_egru_gradcheck_without_events(path, monkeypatch):
     from ranvier.kernels import _egru_numba as enb
     from ranvier.kernels import egru as egru_kernel
 
-    monkeypatch.setattr(egru_kernel, "STEPWISE_MIN_HIDDEN", 1 if path == "stepwise" else 10**9)
+    set_egru_path(monkeypatch, path)
     T, B, H = 4, 2, 3
     gen = torch.Generator().manual_seed(0)
     proj = torch.randn(T, B, 3 * H, generator=gen, dtype=F64, requires_grad=True)
@@ -400,3 +430,48 @@ def test_kernel_runs_in_a_forked_child():
 def _forked_run():
     torch.set_num_threads(2)
     return tuple(LIF(3, 8)(torch.randn(4, 4, 3))[0].shape)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("b_transposed", [False, True])
+def test_gemm_acc_matches_numpy(dtype, b_transposed):
+    """The in-loop GEMM (``c += a @ b``, row-major, ``b`` optionally given as ``bᵀ``) on
+    non-square shapes, so that a swapped dimension or leading dimension shows."""
+    import numpy as np
+
+    from ranvier.kernels import _blas
+
+    gen = torch.Generator().manual_seed(0)
+    a, b, c = (torch.randn(*shape, generator=gen, dtype=dtype).numpy() for shape in ((5, 7), (7, 3), (5, 3)))
+    expected = c + a @ b
+    _blas.gemm_acc(_blas.gemm_for(dtype), a, np.ascontiguousarray(b.T) if b_transposed else b, c, b_transposed,
+                   _blas.gemm_scratch(a))
+    np.testing.assert_allclose(c, expected, rtol=1e-5 if dtype == torch.float32 else 1e-12)
+
+
+def test_blas_found_in_torch_on_x86_linux():
+    """torch's x86 Linux wheels link MKL; if the kernels stop finding it they silently lose their
+    dense path, so this machine type must find it."""
+    import platform
+
+    from ranvier.kernels import _blas
+
+    if platform.system() != "Linux" or platform.machine() != "x86_64":
+        pytest.skip("MKL is looked for in torch's x86 Linux builds")
+    assert _blas.AVAILABLE
+
+
+def test_keep_freed_memory_on_linux():
+    """glibc accepts the settings (the training loop and benchmarks/speed.py rely on it), and
+    large blocks still allocate, free and reallocate afterwards."""
+    import sys
+
+    from ranvier.core.allocator import keep_freed_memory
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("glibc's mallopt")
+    assert keep_freed_memory()
+    for _ in range(3):
+        block = torch.ones(40 * 2**20 // 4)  # 40 MiB: above glibc's largest mmap threshold
+        assert block.sum() == block.numel()
+        del block

@@ -11,6 +11,10 @@ Sparsity: the recurrent input ``R y_{t−1}`` adds only the rows of units with a
 i.e. where ``o_{t−1}[j] = 1`` or the pseudo-derivative at ``t − 1`` is non-zero.
 The weight gradient ``Σ_t δRh_tᵀ y_{t−1}`` is one GEMM in torch from the stored ``δRh``.
 
+With the reset gate after the matmul, both products switch step by step to one GEMM over the
+thread's batch slice (MKL, through ``gemm``) when more than ``dense_min`` of the slice's units
+have an event (forward) or pass a gradient (backward), as in ``_lif_numba.py``.
+
 Both loops also run a few steps per call (``t0``, ``t1``) with their state in caller-owned
 arrays: for wide layers :mod:`ranvier.kernels.egru` calls them one step at a time and does the
 recurrent products (``R y_{t−1}`` forward, ``δRh_t R`` backward) as torch matmuls in between.
@@ -21,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from ._blas import gemm_acc, gemm_scratch
 from ._fastexp import exp_f32
 from ._lif_numba import FAST_SIGMOID, PIECEWISE_LINEAR, _dot, _nonzero  # noqa: F401
 
@@ -58,7 +63,7 @@ def _pseudo(margin, kind, sa, sb, one):
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def egru_forward(P, RT, bR, thr, y0, zmask, consts, flags, rh_ext,
-                 y_out, chat_out, zg_out, rg_out, g_out, rhg_out, c, tr, t0, t1, bs, be):
+                 y_out, chat_out, zg_out, rg_out, g_out, rhg_out, c, tr, gemm, dense_min, t0, t1, bs, be):
     """Samples ``bs..be−1``, steps ``t0..t1−1``. Stores the gates ``z, r, g``, the recurrent
     candidate input ``Rh_g`` (reset gate after the matmul), ``ĉ`` and the events ``y``.
 
@@ -80,19 +85,36 @@ def egru_forward(P, RT, bR, thr, y0, zmask, consts, flags, rh_ext,
     one = consts.dtype.type(1.0)
     external = rh_ext.shape[0] > 0
     bits = np.empty(H, np.int32)
-    rh = np.empty(H3, P.dtype)
+    rh_all = np.empty((n, H3), P.dtype)  # R y_{t−1} + b_R of every sample in the slice
     ry = np.empty(H, P.dtype)
     idx = np.empty(H, np.int64)
+    scratch = gemm_scratch(P)
     count = 0
     for t in range(t0, t1):
+        yp_all = y0[bs:be] if t == 0 else y_out[t - 1, bs:be]
+        dense = False
+        if not external and not before:
+            active = 0
+            for i in range(n):
+                for h in range(H):
+                    active += yp_all[i, h] != 0
+            dense = active > dense_min * n * H
+            if dense:
+                for i in range(n):
+                    if has_bias:
+                        rh_all[i] = bR
+                    else:
+                        rh_all[i] = zero
+                gemm_acc(gemm, yp_all, RT, rh_all, False, scratch)
         for i in range(n):
             bi = bs + i
-            yp = y0[bi] if t == 0 else y_out[t - 1, bi]
+            yp = yp_all[i]
             pt = P[t, bi]
             ci = c[bi]
+            rh = rh_all[i]
             if external:
                 rh[:] = rh_ext[bi]
-            else:
+            elif not dense:
                 if has_bias:
                     rh[:] = bR
                 else:
@@ -170,7 +192,7 @@ def egru_forward(P, RT, bR, thr, y0, zmask, consts, flags, rh_ext,
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def egru_backward(gy, gch, RT, thr, c0, y0, zmask, y_out, chat, zg_s, rg_s, g_s, rhg_s, consts, flags,
-                  need_y0, recurrent_grad, dP, dRh, dthr, dc, dyc, dtr, t0, t1, bs, be):
+                  need_y0, recurrent_grad, gemm, dense_min, dP, dRh, dthr, dc, dyc, dtr, t0, t1, bs, be):
     """Backpropagate samples ``bs..be−1`` through steps ``t1−1`` down to ``t0``. Writes ``dP``
     (projection), ``dRh`` (gradient of ``Rh = R y_{t−1} + b_R``; for reset gate before, its g
     part is the gradient of ``R_g (r ⊙ y_{t−1})``) and this thread's ``dthr``.
@@ -191,7 +213,22 @@ def egru_backward(gy, gch, RT, thr, c0, y0, zmask, y_out, chat, zg_s, rg_s, g_s,
     dry = np.empty(H, gy.dtype)
     idx = np.empty(H, np.int64)
     cprev = np.empty(H, gy.dtype)
+    scratch = gemm_scratch(gy)
     for t in range(t1 - 1, t0 - 1, -1):
+        # The gradient to y_{t−1} through R (below) can flow only where o or ψ at t − 1 is non-zero;
+        # when enough units pass it, one GEMM for the slice replaces the per-unit dot products
+        # (it also fills the other entries, which step t − 1 multiplies by zero).
+        dense = False
+        if recurrent_grad and not before and (t > 0 or need_y0):
+            flowing = n * H
+            if t > 0:
+                flowing = 0
+                for i in range(n):
+                    chp = chat[t - 1, bs + i]
+                    for h in range(H):
+                        mp = chp[h] - thr[h]
+                        flowing += (mp > 0) or (_pseudo(mp, kind, sa, sb, one) != 0)
+            dense = flowing > dense_min * n * H
         for i in range(n):
             bi = bs + i
             yp = y0[bi] if t == 0 else y_out[t - 1, bi]
@@ -292,7 +329,9 @@ def egru_backward(gy, gch, RT, thr, c0, y0, zmask, y_out, chat, zg_s, rg_s, g_s,
                     dyi[h] += dry[h] * r
             # gradient to y_{t−1} through the recurrent matmul, only where it can flow
             width = 2 * H if before else 3 * H
-            if recurrent_grad and t > 0:
+            if dense:
+                pass  # one GEMM for the slice after this loop
+            elif recurrent_grad and t > 0:
                 chp = chat[t - 1, bi]
                 for h in range(H):
                     mp = chp[h] - thr[h]
@@ -301,3 +340,5 @@ def egru_backward(gy, gch, RT, thr, c0, y0, zmask, y_out, chat, zg_s, rg_s, g_s,
             elif recurrent_grad and need_y0:
                 for h in range(H):
                     dyi[h] += _dot(drh[:width], RT[h, :width])
+        if dense:  # dy_{t−1} += dRh_t R, with R = RTᵀ
+            gemm_acc(gemm, dRh[t, bs:be], RT, dyc[bs:be], True, scratch)

@@ -7,6 +7,8 @@ from typing import Callable
 
 import torch
 
+from ._blas import local_blas_threads
+
 _POOL: ThreadPoolExecutor | None = None
 _POOL_SIZE = 0
 _POOL_PID = 0
@@ -37,12 +39,22 @@ def chunk_bounds(batch: int, chunks: int) -> list[tuple[int, int]]:
 
 def run_chunks(fn: Callable[[int, int, int], None], batch: int, chunks: int) -> None:
     """Call ``fn(k, start, end)`` for each of ``chunks`` batch slices; the first runs on the
-    calling thread, the others in the pool (the numba loops release the GIL)."""
+    calling thread, the others in the pool (the numba loops release the GIL). With more than one
+    slice, BLAS calls inside ``fn`` run single-threaded."""
     bounds = chunk_bounds(batch, chunks)
     if chunks == 1:
         fn(0, *bounds[0])
         return
-    futures = [_pool(chunks - 1).submit(fn, k, *bounds[k]) for k in range(1, chunks)]
-    fn(0, *bounds[0])
+
+    def one_blas_thread(k: int) -> None:
+        # each slice has its own thread, so the GEMMs inside the loops must not start more
+        previous = local_blas_threads(1)
+        try:
+            fn(k, *bounds[k])
+        finally:
+            local_blas_threads(previous)
+
+    futures = [_pool(chunks - 1).submit(one_blas_thread, k) for k in range(1, chunks)]
+    one_blas_thread(0)
     for f in futures:
         f.result()

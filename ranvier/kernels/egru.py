@@ -16,7 +16,7 @@ from torch import Tensor
 
 from ..core.surrogate import PiecewiseLinear
 from ..neurons.egru import EGRU, TRACE_DECAY, EGRUState
-from . import unsupported_input, wants_kernel
+from . import _blas, unsupported_input, wants_kernel
 from . import _egru_numba as nb
 from ._threads import num_chunks, run_chunks
 
@@ -52,6 +52,16 @@ def select(layer: EGRU, x: Tensor, state: object) -> bool:
 STEPWISE_MIN_HIDDEN = 256
 
 
+# Above this fraction of units with an event (forward) or a flowing gradient (backward) a step's
+# recurrent product is one GEMM over the thread's batch slice instead of row gathers or dot
+# products (see _blas.py); never without MKL, nor with the reset gate before the matmul.
+GEMM_MIN_ACTIVITY = 0.25
+
+
+def _gemm_args(dtype: torch.dtype) -> tuple:
+    return _blas.gemm_for(dtype), (GEMM_MIN_ACTIVITY if _blas.AVAILABLE else 2.0)
+
+
 def _stepwise(hidden: int, flags: np.ndarray) -> bool:
     return hidden >= STEPWISE_MIN_HIDDEN and not flags[nb.GATE_BEFORE]
 
@@ -80,7 +90,8 @@ class EGRUFunction(torch.autograd.Function):
         c, tr_t = c0d.clone(), tr0d.clone()  # updated in place: the final trace is returned
         head = (proj.detach().contiguous().numpy(), rt.numpy(), bias.numpy(), thr_d.numpy(), y0d.numpy(), zm.numpy(),
                 consts, flags)
-        tail = (y.numpy(), chat.numpy(), zg.numpy(), rg.numpy(), g.numpy(), rhg.numpy(), c.numpy(), tr_t.numpy())
+        tail = (y.numpy(), chat.numpy(), zg.numpy(), rg.numpy(), g.numpy(), rhg.numpy(), c.numpy(), tr_t.numpy(),
+                *_gemm_args(dt))
         if _stepwise(H, flags):
             rh = torch.empty(B, H3, dtype=dt)
             for t in range(T):
@@ -107,7 +118,7 @@ class EGRUFunction(torch.autograd.Function):
         stepwise = _stepwise(H, ctx.flags)
         args = (gy.numpy(), gch.numpy(), rt.numpy(), thr.numpy(), c0.numpy(), y0.numpy(), zm.numpy(),
                 y.numpy(), chat.numpy(), zg.numpy(), rg.numpy(), g.numpy(), rhg.numpy(), ctx.consts, ctx.flags,
-                bool(need[5]), not stepwise, d_p.numpy(), d_rh.numpy())
+                bool(need[5]), not stepwise, *_gemm_args(dt), d_p.numpy(), d_rh.numpy())
         state = (d_c.numpy(), d_y.numpy(), d_tr.numpy())
         if stepwise:
             d_thr = torch.zeros(1, H, dtype=dt)

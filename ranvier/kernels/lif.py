@@ -22,8 +22,8 @@ from ..layers.recurrent import SpikingRecurrent
 from ..neurons.alif import ALIF, ALIFState
 from ..neurons.lif import LIF, LIFState
 from ..sparse.masks import effective_weight
+from . import _blas, unsupported_input, wants_kernel
 from . import _lif_numba as nb
-from . import unsupported_input, wants_kernel
 from ._threads import num_chunks, run_chunks
 
 __all__ = ["unsupported_reason", "select", "run", "SpikingRecurrentFunction"]
@@ -32,6 +32,16 @@ __all__ = ["unsupported_reason", "select", "run", "SpikingRecurrentFunction"]
 # presynaptic units when fewer than this fraction of them spike; above it one BLAS GEMM over all
 # steps is faster (BLAS does ~10x the FLOP/s of the row loop on this CPU; see docs/kernels.md).
 SPARSE_WEIGHT_GRAD_MAX_ACTIVITY = 0.05
+
+# Above this fraction of active units (spiking, forward; non-zero pseudo-derivative, backward) a
+# step's recurrent product is one GEMM over the thread's batch slice instead of row gathers or
+# dot products (see _blas.py). Without MKL it never switches.
+GEMM_MIN_ACTIVITY = 0.25
+
+
+def _gemm_min_activity() -> float:
+    return GEMM_MIN_ACTIVITY if _blas.AVAILABLE else 2.0
+
 
 class _Constants(NamedTuple):
     """Per-neuron constants and switches of one call, as numpy arrays in the tensors' dtype."""
@@ -133,13 +143,18 @@ class SpikingRecurrentFunction(torch.autograd.Function):
         steps = T if any(ctx.needs_input_grad[:5]) else 1
         z = torch.empty(T, B, H, dtype=dtype)
         psi = torch.empty(steps, B, H, dtype=dtype)
-        shape_a = (steps, B, H) if adaptive else (0, 0, 0)
-        x_s, a_s = torch.empty(shape_a, dtype=dtype), torch.empty(shape_a, dtype=dtype)
+        # ALIF: the backward reads the surrogate argument x only when the threshold normalises
+        # (x = (v − A)/A), and the threshold A when it normalises or resets; otherwise they too go
+        # to one-step buffers (at sequential-MNIST length each full array is 26 MB to write).
+        norm, reset = (adaptive and bool(k.flags[f]) for f in (nb.NORMALIZE_BY_ADAPTIVE, nb.RESET_BY_ADAPTIVE))
+        x_s = torch.empty((steps if norm else 1, B, H) if adaptive else (0, 0, 0), dtype=dtype)
+        a_s = torch.empty((steps if norm or reset else 1, B, H) if adaptive else (0, 0, 0), dtype=dtype)
         v_t, b_t, r_t = (torch.empty(B, H, dtype=dtype) for _ in range(3))
         v0n, z0n, b0n, r0n = (s.detach().contiguous().numpy() for s in (v0, z0, b0, r0))
         spike_count = np.zeros(B, dtype=np.int64)
         args = (cur.numpy(), wt.numpy(), v0n, z0n, b0n, r0n, *k[:6], k.consts, k.flags,
-                z.numpy(), psi.numpy(), x_s.numpy(), a_s.numpy(), v_t.numpy(), b_t.numpy(), r_t.numpy(), spike_count)
+                z.numpy(), psi.numpy(), x_s.numpy(), a_s.numpy(), v_t.numpy(), b_t.numpy(), r_t.numpy(), spike_count,
+                _blas.gemm_for(dtype), _gemm_min_activity())
         run_chunks(lambda _, s, e: nb.lif_forward(*args, s, e), B, num_chunks(B))
         ctx.save_for_backward(wt, z0.detach(), z, psi, x_s, a_s)
         ctx.k = k
@@ -173,7 +188,8 @@ class SpikingRecurrentFunction(torch.autograd.Function):
         d_wt = torch.zeros(chunks, hw, hw, dtype=dtype)
         dv0, dz0, db0 = (torch.empty(B, H, dtype=dtype) for _ in range(3))
         args = (gz.numpy(), gv.numpy(), gb.numpy(), wt.numpy(), z0.contiguous().numpy(), z.numpy(), psi.numpy(),
-                x_s.numpy(), a_s.numpy(), *k[:6], k.consts, k.flags, bool(need[3]), sparse_dw)
+                x_s.numpy(), a_s.numpy(), *k[:6], k.consts, k.flags, bool(need[3]), sparse_dw, _blas.gemm_for(dtype),
+                _gemm_min_activity())
         outs = (d_cur.numpy(), dv0.numpy(), dz0.numpy(), db0.numpy())
         dwt_n = d_wt.numpy()
         run_chunks(lambda c, s, e: nb.lif_backward(*args, outs[0], dwt_n[c], *outs[1:], s, e), B, chunks)
