@@ -191,7 +191,7 @@ def egru_forward(P, RT, bR, thr, y0, zmask, consts, flags, rh_ext,
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def egru_backward(gy, gch, RT, thr, c0, y0, zmask, y_out, chat, zg_s, rg_s, g_s, rhg_s, consts, flags,
+def egru_backward(gy, gch, RT, R, thr, c0, y0, zmask, y_out, chat, zg_s, rg_s, g_s, rhg_s, consts, flags,
                   need_y0, recurrent_grad, gemm, dense_min, dP, dRh, dthr, dc, dyc, dtr, t0, t1, bs, be):
     """Backpropagate samples ``bs..be−1`` through steps ``t1−1`` down to ``t0``. Writes ``dP``
     (projection), ``dRh`` (gradient of ``Rh = R y_{t−1} + b_R``; for reset gate before, its g
@@ -340,5 +340,5 @@ def egru_backward(gy, gch, RT, thr, c0, y0, zmask, y_out, chat, zg_s, rg_s, g_s,
             elif recurrent_grad and need_y0:
                 for h in range(H):
                     dyi[h] += _dot(drh[:width], RT[h, :width])
-        if dense:  # dy_{t−1} += dRh_t R, with R = RTᵀ
-            gemm_acc(gemm, dRh[t, bs:be], RT, dyc[bs:be], True, scratch)
+        if dense:  # dy_{t−1} += dRh_t R
+            gemm_acc(gemm, dRh[t, bs:be], R, dyc[bs:be], False, scratch)

@@ -175,7 +175,7 @@ def lif_forward(I, WT, v0, z0, b0, r0, alpha, gain_in, thr, rho, gain_b, beta, c
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def lif_backward(gz, gvT, gbT, WT, z0, z_out, psi, x_s, A_s, alpha, gain_in, thr, rho, gain_b, beta,
+def lif_backward(gz, gvT, gbT, WT, W, z0, z_out, psi, x_s, A_s, alpha, gain_in, thr, rho, gain_b, beta,
                  consts, flags, need_z0, sparse_dw, gemm, dense_min, dI, dWT, dv0, dz0, db0, bs, be):
     """Backpropagate through samples ``bs..be−1``: ``dI`` (gradient of the currents), ``dWT``
     (this thread's accumulator of the transposed recurrent-weight gradient, only if
@@ -262,7 +262,7 @@ def lif_backward(gz, gvT, gbT, WT, z0, z_out, psi, x_s, A_s, alpha, gain_in, thr
                         flowing += pp[h] != 0
             dense = (t > 0 or need_z0) and flowing > dense_min * n * H
             if dense:
-                gemm_acc(gemm, dcur, WT, dz, True, scratch)  # dz += dcur W, W = WTᵀ
+                gemm_acc(gemm, dcur, W, dz, False, scratch)  # dz += dcur W
             for i in range(n):
                 bi = bs + i
                 dci = dcur[i]

@@ -43,19 +43,19 @@ def select(layer: EGRU, x: Tensor, state: object) -> bool:
     return wants_kernel(layer.backend, None if layer.backend == "reference" else unsupported_reason(layer, x, state))
 
 
-# From this width on the recurrent product runs as one BLAS matmul per step (torch, on all of
-# torch's threads) between two compiled calls for the elementwise part, instead of inside the
-# compiled loop: at H = 512 the loop's per-sample gather or dot products cannot keep up with
-# MKL's GEMM (benchmarks/egru_step.py, training step at T=70, B=32, H=512 with 2 threads: this
-# path 150 ms, the reference 177 ms; the loop took 272 ms in speed.py). Reset gate "before"
-# always uses the loop.
-STEPWISE_MIN_HIDDEN = 256
-
-
 # Above this fraction of units with an event (forward) or a flowing gradient (backward) a step's
 # recurrent product is one GEMM over the thread's batch slice instead of row gathers or dot
 # products (see _blas.py); never without MKL, nor with the reset gate before the matmul.
 GEMM_MIN_ACTIVITY = 0.25
+
+# Without MKL in reach of the loops, from this width on the recurrent product runs as one torch
+# matmul per step (on all of torch's threads) between two compiled calls for the elementwise part:
+# at H = 512 the loop's per-sample gathers and dot products cannot keep up with a GEMM
+# (benchmarks/egru_step.py, training step at T=70, B=32, H=512 with 2 threads: this path 150 ms,
+# the reference 177 ms, the gathering loop 272 ms in speed.py). With MKL the loop's own GEMMs do
+# better still (benchmarks/notes.md, "BLAS inside the kernels"), so this path is only the
+# fallback. Reset gate "before" always uses the loop.
+STEPWISE_MIN_HIDDEN: int | None = None if _blas.AVAILABLE else 256
 
 
 def _gemm_args(dtype: torch.dtype) -> tuple:
@@ -63,7 +63,7 @@ def _gemm_args(dtype: torch.dtype) -> tuple:
 
 
 def _stepwise(hidden: int, flags: np.ndarray) -> bool:
-    return hidden >= STEPWISE_MIN_HIDDEN and not flags[nb.GATE_BEFORE]
+    return STEPWISE_MIN_HIDDEN is not None and hidden >= STEPWISE_MIN_HIDDEN and not flags[nb.GATE_BEFORE]
 
 
 class EGRUFunction(torch.autograd.Function):
@@ -76,7 +76,8 @@ class EGRUFunction(torch.autograd.Function):
         H = H3 // 3
         dt = proj.dtype
         before = bool(flags[nb.GATE_BEFORE])
-        rt = w_hh.detach().t().contiguous()  # [H, 3H]
+        w = w_hh.detach().contiguous()  # [3H, H]: the backward's GEMM operand (faster untransposed)
+        rt = w.t().contiguous()  # [H, 3H]: rows per presynaptic unit, for the gathers
         bias = b_hh.detach().contiguous() if b_hh is not None else torch.zeros(H3, dtype=dt)
         # The gates and ĉ are kept for every step only if a backward can run (ĉ also gives the
         # final state, so it keeps at least its last step).
@@ -100,13 +101,13 @@ class EGRUFunction(torch.autograd.Function):
         else:
             no_rh = np.empty((0, 0), dtype=head[0].dtype)
             run_chunks(lambda _, s, e: nb.egru_forward(*head, no_rh, *tail, 0, T, s, e), B, num_chunks(B))
-        ctx.save_for_backward(rt, thr_d, c0d, y0d, zm, y, chat, zg, rg, g, rhg)
+        ctx.save_for_backward(rt, w, thr_d, c0d, y0d, zm, y, chat, zg, rg, g, rhg)
         ctx.consts, ctx.flags, ctx.has_bias = consts, flags, b_hh is not None
         return y, chat, tr_t
 
     @staticmethod
     def backward(ctx, gy, gch, gtr):  # type: ignore[override]
-        rt, thr, c0, y0, zm, y, chat, zg, rg, g, rhg = ctx.saved_tensors
+        rt, w, thr, c0, y0, zm, y, chat, zg, rg, g, rhg = ctx.saved_tensors
         T, B, H = y.shape
         dt = y.dtype
         need = ctx.needs_input_grad
@@ -116,21 +117,20 @@ class EGRUFunction(torch.autograd.Function):
         d_p, d_rh = torch.empty(T, B, 3 * H, dtype=dt), torch.empty(T, B, 3 * H, dtype=dt)
         d_c, d_y = torch.zeros(B, H, dtype=dt), torch.zeros(B, H, dtype=dt)  # end as ∂L/∂c_0, ∂L/∂y_0
         stepwise = _stepwise(H, ctx.flags)
-        args = (gy.numpy(), gch.numpy(), rt.numpy(), thr.numpy(), c0.numpy(), y0.numpy(), zm.numpy(),
+        args = (gy.numpy(), gch.numpy(), rt.numpy(), w.numpy(), thr.numpy(), c0.numpy(), y0.numpy(), zm.numpy(),
                 y.numpy(), chat.numpy(), zg.numpy(), rg.numpy(), g.numpy(), rhg.numpy(), ctx.consts, ctx.flags,
                 bool(need[5]), not stepwise, *_gemm_args(dt), d_p.numpy(), d_rh.numpy())
         state = (d_c.numpy(), d_y.numpy(), d_tr.numpy())
         if stepwise:
             d_thr = torch.zeros(1, H, dtype=dt)
             dthr_n = d_thr.numpy()[0]
-            rt_t = rt.t()
             for t in range(T - 1, -1, -1):
                 nb.egru_backward(*args, dthr_n, *state, t, t + 1, 0, B)
                 if t > 0 or need[5]:
                     # ∂L/∂y_{t−1} += dRh_t R for every unit: where y_{t−1} has no event and a zero
                     # pseudo-derivative the step below multiplies it by 0 (the loop skips those
                     # dot products instead; the results are the same)
-                    d_y.addmm_(d_rh[t], rt_t)
+                    d_y.addmm_(d_rh[t], w)
         else:
             chunks = num_chunks(B)
             d_thr = torch.zeros(chunks, H, dtype=dt)

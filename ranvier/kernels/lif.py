@@ -137,7 +137,10 @@ class SpikingRecurrentFunction(torch.autograd.Function):
         dtype = currents.dtype
         adaptive = bool(k.flags[nb.ADAPTIVE])
         cur = currents.detach().contiguous()
-        wt = (w_rec.detach().t().contiguous() if w_rec is not None else torch.zeros(1, 1, dtype=dtype))
+        # Wᵀ (rows per presynaptic unit) for the forward's gathers and GEMMs; W itself for the
+        # backward's GEMM (a non-transposed operand is 1.3-1.6× faster in MKL at H = 512)
+        w = w_rec.detach().contiguous() if w_rec is not None else torch.zeros(1, 1, dtype=dtype)
+        wt = w.t().contiguous()
         # What only the backward reads is kept for every step only if a backward can run; otherwise
         # the kernel writes it to a one-step buffer.
         steps = T if any(ctx.needs_input_grad[:5]) else 1
@@ -156,7 +159,7 @@ class SpikingRecurrentFunction(torch.autograd.Function):
                 z.numpy(), psi.numpy(), x_s.numpy(), a_s.numpy(), v_t.numpy(), b_t.numpy(), r_t.numpy(), spike_count,
                 _blas.gemm_for(dtype), _gemm_min_activity())
         run_chunks(lambda _, s, e: nb.lif_forward(*args, s, e), B, num_chunks(B))
-        ctx.save_for_backward(wt, z0.detach(), z, psi, x_s, a_s)
+        ctx.save_for_backward(wt, w, z0.detach(), z, psi, x_s, a_s)
         ctx.k = k
         ctx.has_rec = w_rec is not None
         # The spikes that multiply W in the weight gradient: z_0 … z_{T−2} and the initial z
@@ -171,7 +174,7 @@ class SpikingRecurrentFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, gz, gv, gb, _gr):  # type: ignore[override]
-        wt, z0, z, psi, x_s, a_s = ctx.saved_tensors
+        wt, w, z0, z, psi, x_s, a_s = ctx.saved_tensors
         k = ctx.k
         T, B, H = z.shape
         dtype = z.dtype
@@ -187,7 +190,7 @@ class SpikingRecurrentFunction(torch.autograd.Function):
         hw = H if sparse_dw else 1  # one accumulator per thread's batch slice
         d_wt = torch.zeros(chunks, hw, hw, dtype=dtype)
         dv0, dz0, db0 = (torch.empty(B, H, dtype=dtype) for _ in range(3))
-        args = (gz.numpy(), gv.numpy(), gb.numpy(), wt.numpy(), z0.contiguous().numpy(), z.numpy(), psi.numpy(),
+        args = (gz.numpy(), gv.numpy(), gb.numpy(), wt.numpy(), w.numpy(), z0.contiguous().numpy(), z.numpy(), psi.numpy(),
                 x_s.numpy(), a_s.numpy(), *k[:6], k.consts, k.flags, bool(need[3]), sparse_dw, _blas.gemm_for(dtype),
                 _gemm_min_activity())
         outs = (d_cur.numpy(), dv0.numpy(), dz0.numpy(), db0.numpy())
