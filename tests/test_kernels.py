@@ -245,7 +245,7 @@ def test_float32_kernel_matches_reference_closely():
 # The EGRU kernel's paths: the compiled loop with gathers and dot products, the same loop with a
 # GEMM per step for every recurrent product (reset gate after), and the wide-layer fallback
 # without MKL that calls the loop one step at a time with torch matmuls in between (forced here).
-EGRU_PATHS = {"loop": (None, 2.0), "loop-gemm": (None, 0.0), "stepwise": (1, 0.25)}
+EGRU_PATHS = {"loop": (None, 2.0), "loop-gemm": (None, 0.0), "stepwise": (1, 0.2)}
 
 
 def set_egru_path(mp, path):

@@ -1,12 +1,11 @@
 """GEMM from inside the compiled loops: the MKL that torch's x86 wheels link and export.
 
 A recurrent step multiplies a batch slice by the recurrent weight (``[n, H] @ [H, H]``, or with
-the EGRU's three gates ``[n, H] @ [H, 3H]``). Written as numba dot products or row gathers this
-runs at about 14 GMAC/s per core on the CI machine; MKL's single-threaded ``sgemm`` does about
-50 (``benchmarks/notes.md``, "BLAS inside the kernels"). So when enough units are active the loops call
-:func:`gemm_acc` instead of gathering. The function pointer is an argument, not a global, so
-that numba can cache the compiled loops (an address baked into machine code would not survive
-a new process).
+the EGRU's three gates ``[n, H] @ [H, 3H]``). MKL's single-threaded ``sgemm`` does that at 45-70
+GMAC/s on the CI machine, 5-7× the rate of numba's row gathers and dot products
+(``benchmarks/gemm_breakeven.py``). So when enough units are active the loops call
+:func:`gemm_acc` instead. The function pointer is an argument, not a global, so that numba can
+cache the compiled loops (an address baked into machine code would not survive a new process).
 
 Where torch has no MKL (other platforms, other builds) :data:`AVAILABLE` is ``False`` and the
 loops keep their sparse gathers and dot products for every density; they are tested both ways.

@@ -17,9 +17,10 @@ Where sparsity is used:
 - backward, ``dW += δ_tᵀ z_{t−1}``: only rows of presynaptic units that spiked.
 
 The first two switch, step by step, to one GEMM over the thread's batch slice (MKL, through
-``gemm``) when more than ``dense_min`` of the slice's units are active: a GEMM does about 3.5×
-the multiply-adds per second of the gathers and dot products (see ``_blas.py``), so above about
-a quarter active the dense product is the faster one. ``dense_min > 1`` never switches.
+``gemm``) when more than ``dense_min`` of the slice's units are active: a GEMM does 5-7× the
+multiply-adds per second of the gathers and dot products, so from about 15-20 % active the
+dense product is the faster one (``benchmarks/gemm_breakeven.py``). ``dense_min > 1`` never
+switches.
 """
 from __future__ import annotations
 

@@ -46,7 +46,7 @@ def select(layer: EGRU, x: Tensor, state: object) -> bool:
 # Above this fraction of units with an event (forward) or a flowing gradient (backward) a step's
 # recurrent product is one GEMM over the thread's batch slice instead of row gathers or dot
 # products (see _blas.py); never without MKL, nor with the reset gate before the matmul.
-GEMM_MIN_ACTIVITY = 0.25
+GEMM_MIN_ACTIVITY = 0.2
 
 # Without MKL in reach of the loops, from this width on the recurrent product runs as one torch
 # matmul per step (on all of torch's threads) between two compiled calls for the elementwise part:

@@ -36,7 +36,7 @@ SPARSE_WEIGHT_GRAD_MAX_ACTIVITY = 0.05
 # Above this fraction of active units (spiking, forward; non-zero pseudo-derivative, backward) a
 # step's recurrent product is one GEMM over the thread's batch slice instead of row gathers or
 # dot products (see _blas.py). Without MKL it never switches.
-GEMM_MIN_ACTIVITY = 0.25
+GEMM_MIN_ACTIVITY = 0.2
 
 
 def _gemm_min_activity() -> float:
