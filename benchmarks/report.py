@@ -37,8 +37,9 @@ def section(path: Path) -> str:
     data = json.loads(path.read_text())
     targets = [{"target": t["name"], "value": t["value"], "goal": f"{t['op']} {t['target']}",
                 "met": "yes" if t["met"] else "**MISSED**"} for t in data["targets"]]
+    goals = f"Targets:\n\n{table(targets)}" if targets else "No targets: a measurement only."
     return (f"## {path.stem}\n\n`{data['command']}`  \n{data['date']} on {data['machine']}\n\n"
-            f"{table(data['rows'])}\n\nTargets:\n\n{table(targets)}\n")
+            f"{table(data['rows'])}\n\n{goals}\n")
 
 
 def language_models() -> str:

@@ -23,7 +23,7 @@ the peers, not ranvier. Likewise every entry runs with glibc keeping freed memor
 ``--no-keep-freed-memory`` to turn it off): otherwise each step's large buffers are mapped
 afresh and page-fault on every page.
 
-    python benchmarks/speed.py            # full run (about 8-10 minutes on 2 cores)
+    python benchmarks/speed.py            # full run (about 12 minutes on 2 cores)
     python benchmarks/speed.py --quick    # one process per config, fewer repeats (a few minutes)
     python benchmarks/speed.py --only 'B/' --procs 1
 """
