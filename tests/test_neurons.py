@@ -237,11 +237,18 @@ def test_wrong_state_shape_raises(cls, state_cls):
         layer(torch.randn(6, 2, 3), (torch.zeros(2, 5),))
 
 
-def test_nan_input_rejected():
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_nan_input_rejected(bad):
     x = torch.randn(5, 2, 3)
-    x[2, 1, 0] = float("nan")
+    x[2, 1, 0] = bad
     with pytest.raises(ValueError, match="NaN"):
         ALIF(3, 4)(x)
+
+
+def test_finite_input_whose_sum_overflows_is_accepted():
+    """The NaN/inf check sums first; a sum that overflows from finite values is not an error."""
+    z, _ = ALIF(3, 4)(torch.full((5, 2, 3), 3e38))
+    assert z.shape == (5, 2, 4)
 
 
 @pytest.mark.parametrize("x,match", [

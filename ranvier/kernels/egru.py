@@ -144,9 +144,9 @@ class EGRUFunction(torch.autograd.Function):
                 ry = rg.reshape(T * B, H) * y_prev
                 d_w = torch.cat([d_rh2[:, : 2 * H].t() @ y_prev, d_rh2[:, 2 * H:].t() @ ry])
             else:  # Σ_t dRh_tᵀ y_{t−1}, with y_{−1} = y0: two matmuls, no copy of the events
-                d_w = d_rh[0].t() @ y0
-                if T > 1:
-                    d_w = d_w + d_rh[1:].reshape(-1, 3 * H).t() @ y[:-1].reshape(-1, H)
+                d_w = d_rh[1:].reshape(-1, 3 * H).t() @ y[:-1].reshape(-1, H) if T > 1 else None
+                if d_w is None or y0.any():  # (the usual event-free y0 adds nothing)
+                    d_w = d_rh[0].t() @ y0 if d_w is None else d_w.addmm_(d_rh[0].t(), y0)
         if ctx.has_bias and need[2]:
             d_b = d_rh.sum((0, 1))
         return (d_p if need[0] else None, d_w, d_b, d_thr.sum(0) if need[3] else None,

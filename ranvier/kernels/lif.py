@@ -164,7 +164,8 @@ class SpikingRecurrentFunction(torch.autograd.Function):
         ctx.has_rec = w_rec is not None
         # The spikes that multiply W in the weight gradient: z_0 … z_{T−2} and the initial z
         # (counted here rather than by a pass over z in the backward).
-        ctx.presynaptic_spikes = int(spike_count.sum()) - int(z[-1].count_nonzero()) + int(z0.count_nonzero())
+        ctx.initial_spikes = int(z0.count_nonzero())
+        ctx.presynaptic_spikes = int(spike_count.sum()) - int(z[-1].count_nonzero()) + ctx.initial_spikes
         # An output nobody uses (often the spike train, when the loss reads the final state) gets
         # None in the backward instead of a zero tensor of its full size.
         ctx.set_materialize_grads(False)
@@ -199,9 +200,9 @@ class SpikingRecurrentFunction(torch.autograd.Function):
         if sparse_dw:
             d_w = d_wt.sum(0).t()
         elif want_dw:  # Σ_t δ_tᵀ z_{t−1} with z_{−1} = z0, without copying the spikes
-            d_w = d_cur[0].t() @ z0
-            if T > 1:
-                d_w = d_w + d_cur[1:].reshape(-1, H).t() @ z[:-1].reshape(-1, H)
+            d_w = d_cur[1:].reshape(-1, H).t() @ z[:-1].reshape(-1, H) if T > 1 else None
+            if ctx.initial_spikes or d_w is None:  # (the usual all-zero z0 adds nothing)
+                d_w = d_cur[0].t() @ z0 if d_w is None else d_w.addmm_(d_cur[0].t(), z0)
         else:
             d_w = None
         return (d_cur if need[0] else None, d_w, dv0 if need[2] else None, dz0 if need[3] else None,

@@ -28,7 +28,11 @@ def check_input(x: Tensor, input_size: int, name: str = "input") -> None:
         raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
     if x.numel() == 0:
         raise ValueError(f"{name} is empty (shape {tuple(x.shape)}): need at least one time step and one sample")
-    if not torch.isfinite(x).all():
+    # One reduction first: NaN and ±inf survive a sum (inf − inf is NaN), so a finite sum rules
+    # them out in one pass instead of four (isfinite's abs/eq/ne, then all: about 1 ms per call
+    # on a [70, 32, 200] input). Only a non-finite sum, which finite inputs can also give by
+    # overflow, gets the exact element-wise check.
+    if not torch.isfinite(x.detach().sum()) and not torch.isfinite(x).all():
         raise ValueError(f"{name} contains NaN or inf values")
 
 
