@@ -203,7 +203,7 @@ def fit(cfg: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
     # ~10× slower on x86 (shared/bench/perf-anchors.md); flushing them changes nothing visible.
     torch.set_flush_denormal(True)
     # Large per-step buffers are reused instead of mapped afresh every step (page faults were
-    # 20-30 % of a fused training step on long sequences; ranvier/core/allocator.py).
+    # 10-33 % of a fused training step on long sequences; ranvier/core/allocator.py).
     keep_freed_memory()
     ddp = distributed.setup(cfg)  # issue 10: joins torchrun's process group; a no-op in one process
     run_dir = cfg.run_dir()

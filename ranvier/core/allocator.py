@@ -4,8 +4,8 @@ A training step on a long sequence allocates and frees tens of MB per tensor (se
 each ``[784, 64, 128]`` float32 buffer is 26 MB). glibc hands blocks that large to the kernel
 with ``munmap`` (or trims them from the top of the heap) as soon as they are freed, so the next
 step maps them again and page-faults on every 4 KB page it writes. On the CI machine that was
-20-30 % of a fused LIF/ALIF/EGRU training step at sequential-MNIST size (``benchmarks/notes.md``,
-"Allocator"). :func:`keep_freed_memory` tells glibc to take every block from the heap (no
+10-33 % of a fused LIF/ALIF/EGRU training step at sequential-MNIST size (docs/kernels.md, the
+table under "Benchmarks"). :func:`keep_freed_memory` tells glibc to take every block from the heap (no
 ``mmap``) and to (almost) never shrink the heap, so such blocks are reused. The peak resident
 memory stays about the live set; what changes is that memory freed at the end of a step is not
 returned to the system.

@@ -16,8 +16,9 @@ thread's batch slice (MKL, through ``gemm``) when more than ``dense_min`` of the
 have an event (forward) or pass a gradient (backward), as in ``_lif_numba.py``.
 
 Both loops also run a few steps per call (``t0``, ``t1``) with their state in caller-owned
-arrays: for wide layers :mod:`ranvier.kernels.egru` calls them one step at a time and does the
-recurrent products (``R y_{t−1}`` forward, ``δRh_t R`` backward) as torch matmuls in between.
+arrays: for wide layers without MKL, :mod:`ranvier.kernels.egru` calls them one step at a time
+and does the recurrent products (``R y_{t−1}`` forward, ``δRh_t R`` backward) as torch matmuls
+in between.
 In float32 (``flags[FAST]``) the gates use the vectorised :func:`~ranvier.kernels._fastexp.exp_f32`.
 """
 from __future__ import annotations

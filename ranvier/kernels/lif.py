@@ -138,7 +138,7 @@ class SpikingRecurrentFunction(torch.autograd.Function):
         adaptive = bool(k.flags[nb.ADAPTIVE])
         cur = currents.detach().contiguous()
         # Wᵀ (rows per presynaptic unit) for the forward's gathers and GEMMs; W itself for the
-        # backward's GEMM (a non-transposed operand is 1.3-1.6× faster in MKL at H = 512)
+        # backward's GEMM (MKL's small GEMMs are markedly faster with an untransposed operand)
         w = w_rec.detach().contiguous() if w_rec is not None else torch.zeros(1, 1, dtype=dtype)
         wt = w.t().contiguous()
         # What only the backward reads is kept for every step only if a backward can run; otherwise
