@@ -328,17 +328,16 @@ def egru_backward(gy, gch, RT, R, thr, c0, y0, zmask, y_out, chat, zg_s, rg_s, g
                     dp[H + h] = da_r
                     drh[H + h] = da_r
                     dyi[h] += dry[h] * r
-            # gradient to y_{t−1} through the recurrent matmul, only where it can flow
+            # gradient to y_{t−1} through the recurrent matmul, only where it can flow (when
+            # dense, one GEMM for the slice after this loop instead)
             width = 2 * H if before else 3 * H
-            if dense:
-                pass  # one GEMM for the slice after this loop
-            elif recurrent_grad and t > 0:
+            if recurrent_grad and not dense and t > 0:
                 chp = chat[t - 1, bi]
                 for h in range(H):
                     mp = chp[h] - thr[h]
                     if mp > 0 or _pseudo(mp, kind, sa, sb, one) != 0:
                         dyi[h] += _dot(drh[:width], RT[h, :width])
-            elif recurrent_grad and need_y0:
+            elif recurrent_grad and not dense and need_y0:
                 for h in range(H):
                     dyi[h] += _dot(drh[:width], RT[h, :width])
         if dense:  # dy_{t−1} += dRh_t R

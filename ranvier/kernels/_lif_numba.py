@@ -268,13 +268,11 @@ def lif_backward(gz, gvT, gbT, WT, W, z0, z_out, psi, x_s, A_s, alpha, gain_in, 
                 bi = bs + i
                 dci = dcur[i]
                 dzi = dz[i]
-                if dense:
-                    pass
-                elif t > 0:
+                if not dense and t > 0:
                     for k in range(_nonzero(psi[t - 1, bi], idx)):
                         j = idx[k]
                         dzi[j] += _dot(dci, WT[j])
-                elif need_z0:
+                elif not dense and need_z0:
                     for j in range(H):
                         dzi[j] += _dot(dci, WT[j])
                 if not sparse_dw:
