@@ -460,6 +460,64 @@ def test_blas_found_in_torch_on_x86_linux():
     assert _blas.AVAILABLE
 
 
+def test_openmp_found_in_torch_on_linux():
+    """The slices run on torch's OpenMP threads (``_threads.py``); if libgomp stops being found
+    they fall back to a thread pool that waits for a core behind torch's spinning worker."""
+    import sys
+
+    from ranvier.kernels import _threads
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("torch links libgomp on Linux")
+    assert _threads.USE_OPENMP
+
+
+@pytest.mark.parametrize("route", ["openmp", "pool"])
+@pytest.mark.parametrize("cls", [LIF, ALIF])
+def test_threads_route_matches_one_thread(cls, route, monkeypatch):
+    """Two, three or four batch slices, on torch's OpenMP threads or on the pool, give the
+    one-thread result: the same spikes, and the state and weight gradient up to the summation
+    order of the GEMMs over other slice shapes. More slices than threads checks that every
+    slice runs."""
+    from ranvier.kernels import _threads
+
+    if route == "openmp" and not _threads.USE_OPENMP:
+        pytest.skip("no libgomp in this torch build")
+    monkeypatch.setattr(_threads, "USE_OPENMP", route == "openmp")
+    torch.manual_seed(0)
+    layer = cls(4, 24, tau_mem=5.0, backend="kernel").double()
+    x = torch.randn(20, 9, 4, dtype=torch.float64) * 3
+
+    def run():
+        layer.zero_grad()
+        z, state = layer(x)
+        (z.sum() + state.v.pow(2).sum()).backward()
+        return z.detach(), state.v.detach(), layer.recurrent_weight.grad.clone()
+
+    torch.set_num_threads(1)
+    expected = run()
+    for chunks in (2, 3, 4):
+        monkeypatch.setattr(_threads, "num_chunks", lambda batch, c=chunks: min(c, batch))
+        monkeypatch.setattr(lif_kernel, "num_chunks", lambda batch, c=chunks: min(c, batch))
+        torch.set_num_threads(2)
+        z, v, grad = run()
+        assert torch.equal(z, expected[0])
+        torch.testing.assert_close(v, expected[1], rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(grad, expected[2], rtol=1e-12, atol=1e-12)
+
+
+def test_an_error_inside_a_slice_reaches_the_caller():
+    """An exception in a slice running on another thread is raised by ``run_chunks``."""
+    from ranvier.kernels import _threads
+
+    def fail_on_second(k, start, end):
+        if k == 1:
+            raise ValueError(f"slice {k} ({start}:{end})")
+
+    with pytest.raises(ValueError, match="slice 1"):
+        _threads.run_chunks(fail_on_second, 8, 2)
+
+
 def test_keep_freed_memory_on_linux():
     """glibc accepts the settings (the training loop and benchmarks/speed.py rely on it), and
     large blocks still allocate, free and reallocate afterwards."""
