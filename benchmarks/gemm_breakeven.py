@@ -22,7 +22,7 @@ from common import write_results
 from numba import njit
 
 from ranvier.kernels import _blas
-from ranvier.kernels._lif_numba import _dot, _nonzero
+from ranvier.kernels._lif_numba import _add_rows, _dot_rows, _nonzero
 from ranvier.kernels.lif import GEMM_MIN_ACTIVITY
 
 # (slice rows n, presynaptic units H, product width): LIF A, EGRU A, LIF B, EGRU B
@@ -33,28 +33,22 @@ MACS_PER_TIMING = 3e8  # repeats chosen so that each timing does about this many
 
 @njit(cache=True, nogil=True)
 def gather(y, wt, out, repeats):
-    """Forward form: ``out[i] += Σ_j y[i, j] Wᵀ[j]`` over the non-zero ``y[i, j]`` only."""
+    """Forward form: ``out[i] += Σ_j y[i, j] Wᵀ[j]`` over the non-zero ``y[i, j]`` only (the
+    kernels' own ``_add_rows``)."""
     idx = np.empty(y.shape[1], np.int64)
     for _ in range(repeats):
         for i in range(y.shape[0]):
-            row_out = out[i]
-            for k in range(_nonzero(y[i], idx)):
-                j = idx[k]
-                yj = y[i, j]
-                row = wt[j]
-                for h in range(row.shape[0]):
-                    row_out[h] += yj * row[h]
+            _add_rows(out[i], wt, y[i], idx, _nonzero(y[i], idx), wt.shape[1])
 
 
 @njit(cache=True, nogil=True)
 def dots(delta, wt, out, flowing, repeats):
-    """Backward form: ``out[i, j] += δ[i] · Wᵀ[j]`` where ``flowing[i, j] ≠ 0`` only."""
+    """Backward form: ``out[i, j] += δ[i] · Wᵀ[j]`` where ``flowing[i, j] ≠ 0`` only (the
+    kernels' own ``_dot_rows``)."""
     idx = np.empty(wt.shape[0], np.int64)
     for _ in range(repeats):
         for i in range(delta.shape[0]):
-            for k in range(_nonzero(flowing[i], idx)):
-                j = idx[k]
-                out[i, j] += _dot(delta[i], wt[j])
+            _dot_rows(delta[i], wt, idx, _nonzero(flowing[i], idx), wt.shape[1], out[i])
 
 
 @njit(cache=True, nogil=True)

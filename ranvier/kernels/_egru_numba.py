@@ -28,7 +28,7 @@ from numba import njit
 
 from ._blas import gemm_acc, gemm_scratch
 from ._fastexp import exp_f32
-from ._lif_numba import FAST_SIGMOID, PIECEWISE_LINEAR, _dot, _nonzero  # noqa: F401
+from ._lif_numba import FAST_SIGMOID, PIECEWISE_LINEAR, _add_rows, _dot, _dot_rows, _nonzero  # noqa: F401
 
 # flags[...] indices; FAST (float32 only): σ and tanh through the vectorised exp_f32
 RESET_EVENT, GATE_BEFORE, HAS_BIAS, ZONEOUT, SURROGATE, FAST = range(6)
@@ -121,13 +121,8 @@ def egru_forward(P, RT, bR, thr, y0, zmask, consts, flags, rh_ext,
                 else:
                     rh[:] = zero
                 count = _nonzero(yp, idx)
-                width = 2 * H if before else H3
-                for k in range(count):  # gather: only units with an event at t − 1
-                    j = idx[k]
-                    yj = yp[j]
-                    row = RT[j]
-                    for h in range(width):
-                        rh[h] += yj * row[h]
+                # gather: only units with an event at t − 1 (reset gate before: z and r inputs)
+                _add_rows(rh, RT, yp, idx, count, 2 * H if before else H3)
             ts = t % zg_out.shape[0]  # one-step buffers when nothing is stored for a backward
             zg = zg_out[ts, bi]
             rg = rg_out[ts, bi]
@@ -173,6 +168,15 @@ def egru_forward(P, RT, bR, thr, y0, zmask, consts, flags, rh_ext,
             ch = chat_out[t % chat_out.shape[0], bi]
             yo = y_out[t, bi]
             tri = tr[bi]
+            if zone == ZONEOUT_NONE and not event:  # the usual case, without branches in the loop
+                for h in range(H):
+                    v = lerp(g[h], ci[h], zg[h], one)
+                    ch[h] = v
+                    fire = (v - thr[h]) > 0
+                    yo[h] = v if fire else zero
+                    ci[h] = v - thr[h] if fire else v - zero * thr[h]
+                    tri[h] = lerp(tri[h], yo[h], w_tr, one)
+                continue
             for h in range(H):
                 v = lerp(g[h], ci[h], zg[h], one)
                 if zone == ZONEOUT_MASK:
@@ -213,6 +217,7 @@ def egru_backward(gy, gch, RT, R, thr, c0, y0, zmask, y_out, chat, zg_s, rg_s, g
     one = consts.dtype.type(1.0)
     dry = np.empty(H, gy.dtype)
     idx = np.empty(H, np.int64)
+    all_units = np.arange(H)
     cprev = np.empty(H, gy.dtype)
     scratch = gemm_scratch(gy)
     for t in range(t1 - 1, t0 - 1, -1):
@@ -333,12 +338,13 @@ def egru_backward(gy, gch, RT, R, thr, c0, y0, zmask, y_out, chat, zg_s, rg_s, g
             width = 2 * H if before else 3 * H
             if recurrent_grad and not dense and t > 0:
                 chp = chat[t - 1, bi]
+                count = 0
                 for h in range(H):
                     mp = chp[h] - thr[h]
-                    if mp > 0 or _pseudo(mp, kind, sa, sb, one) != 0:
-                        dyi[h] += _dot(drh[:width], RT[h, :width])
+                    idx[count] = h
+                    count += (mp > 0) or (_pseudo(mp, kind, sa, sb, one) != 0)
+                _dot_rows(drh, RT, idx, count, width, dyi)
             elif recurrent_grad and not dense and need_y0:
-                for h in range(H):
-                    dyi[h] += _dot(drh[:width], RT[h, :width])
+                _dot_rows(drh, RT, all_units, H, width, dyi)
         if dense:  # dy_{t−1} += dRh_t R
             gemm_acc(gemm, dRh[t, bs:be], R, dyc[bs:be], False, scratch)

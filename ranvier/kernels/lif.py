@@ -35,8 +35,9 @@ SPARSE_WEIGHT_GRAD_MAX_ACTIVITY = 0.05
 
 # Above this fraction of active units (spiking, forward; non-zero pseudo-derivative, backward) a
 # step's recurrent product is one GEMM over the thread's batch slice instead of row gathers or
-# dot products (see _blas.py). Without MKL it never switches.
-GEMM_MIN_ACTIVITY = 0.2
+# dot products (see _blas.py). The loops, four rows per pass, match the GEMM at 22-25 % active
+# units (benchmarks/gemm_breakeven.py). Without MKL it never switches.
+GEMM_MIN_ACTIVITY = 0.25
 
 
 def _gemm_min_activity() -> float:
