@@ -356,12 +356,53 @@ def test_egru_dispatch():
     assert egru_kernel.select(EGRU(3, 256), x, None)  # wide layers too
     with pytest.raises(KernelUnsupportedError, match="surrogate Tanhish"):
         EGRU(3, 4, surrogate=Tanhish(), backend="kernel")(x)
-    # trajectory() records every state, so it always runs the reference loop, and agrees
+    # trajectory() runs the kernel too (its states are rebuilt from ĉ and y), and agrees
     layer = EGRU(3, 4, threshold_mean=-1.0).double()
     xd = x.double()
     y, _ = layer(xd)
     y_traj, states = layer.trajectory(xd)
     torch.testing.assert_close(y, y_traj, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("option", ["code", "paper", "zoneout", "dropconnect-2layers"])
+def test_egru_kernel_trajectory_equals_reference(option, train):
+    """``trajectory()`` through the kernel: every field of every step's state equals the
+    reference's, and so do the gradients of a loss that reads them all, including an activity
+    regulariser on ``o`` (the language model's), whose gradient reaches ĉ and ϑ only through
+    the pseudo-derivative."""
+    from ranvier import EGRU
+
+    kw = dict(EGRU_OPTIONS[option])
+    torch.manual_seed(3)
+    ref = EGRU(3, 6, backend="reference", threshold_mean=-0.5, **kw).double().train(train)
+    ker = copy.deepcopy(ref)
+    ker.backend = "kernel"
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(9, 4, 3, generator=gen, dtype=F64) * 2
+    weights = [torch.randn(9, 4, 6, generator=gen, dtype=F64) for _ in range(5)]
+
+    def run(layer):
+        torch.manual_seed(11)  # the same dropout / zoneout / DropConnect draws
+        xg = x.clone().requires_grad_()
+        y, states = layer.trajectory(xg)
+        loss = (y * weights[0]).sum()
+        for s in states:
+            loss = loss + sum((f * w).sum() for f, w in zip((s.c, s.trace, s.margin), weights[1:]))
+            loss = loss + (s.o.mean() - 0.1) ** 2 + (s.o * weights[4]).sum()
+        params = [xg, *layer.parameters()]
+        return y, states, torch.autograd.grad(loss, params, allow_unused=True)
+
+    y_r, st_r, g_r = run(ref)
+    y_k, st_k, g_k = run(ker)
+    assert 0.03 < torch.cat([s.o for s in st_r]).mean() < 0.95  # events and silence
+    torch.testing.assert_close(y_k, y_r, rtol=1e-12, atol=1e-12)
+    for s_r, s_k in zip(st_r, st_k):
+        assert torch.equal(s_r.o, s_k.o)
+        for name, a, b in zip(s_r._fields, s_r, s_k):
+            assert a.shape == b.shape == (9, 4, 6), name
+            torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12, msg=f"trajectory field {name}")
+    assert_grads_close(g_r, g_k)
 
 
 @pytest.mark.parametrize("path", list(EGRU_PATHS))

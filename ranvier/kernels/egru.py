@@ -5,8 +5,8 @@ after the input projection) in compiled loops (``_egru_numba.py``) with a hand-w
 that skips the recurrent product for units whose gradient cannot flow (no event and a zero
 pseudo-derivative). Dropout between layers, DropConnect on ``W_hh``, masks and the threshold
 parameterisation stay in torch around it, so their gradients come from autograd.
-``EGRU._run`` calls :func:`select` and :func:`run_layer`; ``trajectory()`` keeps the reference
-step loop (it records every state).
+``EGRU._run`` calls :func:`select` and :func:`run_layer`, also for ``trajectory()``: the state of
+every step is rebuilt in torch from the kernel's ĉ and y.
 """
 from __future__ import annotations
 
@@ -74,7 +74,7 @@ class EGRUFunction(torch.autograd.Function):
     -> (y [T,B,H], ĉ [T,B,H], trace_T [B,H])``."""
 
     @staticmethod
-    def forward(ctx, proj, w_hh, b_hh, thr, c0, y0, tr0, zmask, consts, flags):  # type: ignore[override]
+    def forward(ctx, proj, w_hh, b_hh, thr, c0, y0, tr0, zmask, consts, flags, keep_chat=False):  # type: ignore[override]
         T, B, H3 = proj.shape
         H = H3 // 3
         dt = proj.dtype
@@ -86,7 +86,8 @@ class EGRUFunction(torch.autograd.Function):
         # final state, so it keeps at least its last step).
         steps = T if any(ctx.needs_input_grad[:7]) else 1
         y = torch.empty(T, B, H, dtype=dt)
-        chat, zg, rg, g = (torch.empty(steps, B, H, dtype=dt) for _ in range(4))
+        zg, rg, g = (torch.empty(steps, B, H, dtype=dt) for _ in range(3))
+        chat = torch.empty(T if keep_chat else steps, B, H, dtype=dt)  # every step for a trajectory
         rhg = torch.empty((0, 0, 0) if before else (steps, B, H), dtype=dt)
         zm = zmask.contiguous() if zmask is not None else torch.empty(0, 0, 0, dtype=dt)
         thr_d = thr.detach().contiguous()
@@ -153,12 +154,14 @@ class EGRUFunction(torch.autograd.Function):
         if ctx.has_bias and need[2]:
             d_b = d_rh.sum((0, 1))
         return (d_p if need[0] else None, d_w, d_b, d_thr.sum(0) if need[3] else None,
-                d_c if need[4] else None, d_y if need[5] else None, d_tr if need[6] else None, None, None, None)
+                d_c if need[4] else None, d_y if need[5] else None, d_tr if need[6] else None, None, None, None, None)
 
 
 def run_layer(layer: EGRU, proj: Tensor, zmask: Tensor | None, w_hh: Tensor, b_hh: Tensor | None, thr: Tensor,
-              state: EGRUState) -> tuple[Tensor, EGRUState]:
-    """The kernel equivalent of ``scan(layer._layer_step(k, ...), proj, state)`` for one layer."""
+              state: EGRUState, record: bool = False) -> tuple[Tensor, EGRUState]:
+    """The kernel equivalent of ``scan(layer._layer_step(k, ...), proj, state, record=record)``
+    for one layer: the final state, or with ``record`` the state after every step, each field
+    ``[T, B, H]``."""
     s = layer.surrogate
     npd = np.float64 if proj.dtype == torch.float64 else np.float32
     if isinstance(s, PiecewiseLinear):
@@ -174,7 +177,21 @@ def run_layer(layer: EGRU, proj: Tensor, zmask: Tensor | None, w_hh: Tensor, b_h
     flags[nb.ZONEOUT] = nb.ZONEOUT_MASK if zmask is not None else nb.ZONEOUT_EVAL if zoneout_eval else nb.ZONEOUT_NONE
     flags[nb.SURROGATE] = kind
     consts = np.array([sa, sb, layer.zoneout, 1.0 - TRACE_DECAY], dtype=npd)
-    y, chat, trace = EGRUFunction.apply(proj, w_hh, b_hh, thr, state.c, state.y, state.trace, zmask, consts, flags)
+    y, chat, trace = EGRUFunction.apply(proj, w_hh, b_hh, thr, state.c, state.y, state.trace, zmask, consts, flags,
+                                        record)
+    if record:
+        # Every step's state from ĉ and y with the reference's own ops, so that o, the margin, c
+        # and the trace carry egru_step's values and gradients (a loss on o, such as an activity
+        # regulariser, reaches ĉ and ϑ through the kernel's ĉ output). The kernel's own o feeds y;
+        # this o is the same indicator with the same pseudo-derivative.
+        margin = chat - thr
+        o = s(margin)
+        c = chat - o * thr if layer.reset == "threshold" else chat
+        traces, tr = [], state.trace
+        for y_t in y.unbind(0):
+            tr = torch.lerp(tr, y_t, 1.0 - TRACE_DECAY)
+            traces.append(tr)
+        return y, EGRUState(c, y, o, torch.stack(traces), margin)
     # The final state from the last ĉ, with the reference's own ops (so o and the margin carry
     # the same gradients as in egru_step).
     c_hat = chat[-1]

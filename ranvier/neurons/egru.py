@@ -510,7 +510,7 @@ class EGRU(_EGRUBase):
         use_mask = self.training and self.zoneout > 0.0
         from ..kernels import egru as kernel  # lazy: numba loads on first use, not on import
 
-        use_kernel = not record and kernel.select(self, xs, states)
+        use_kernel = kernel.select(self, xs, states)
         out, finals = [], []
         layer_in = xs
         for k in range(self.num_layers):
@@ -521,14 +521,18 @@ class EGRU(_EGRUBase):
             if use_mask:
                 mask = torch.bernoulli(torch.full_like(proj[..., : self.hidden_size], 1.0 - self.zoneout))  # [T, B, H]
                 proj = torch.cat([proj, mask], -1)  # [T, B, 4H]: the step splits it again
-            if record:
-                (y, layer_states), final = scan(self._layer_step(k, use_mask), proj, states[k], record=True)
-                out.append(layer_states)
-            elif use_kernel:
+            if use_kernel:
                 h3 = 3 * self.hidden_size
                 y, final = kernel.run_layer(
                     self, proj[..., :h3], proj[..., h3:] if use_mask else None, self._recurrent_weight(k),
-                    getattr(self, f"bias_hh_l{k}"), self._threshold_value(getattr(self, self._threshold_names[k])), states[k])
+                    getattr(self, f"bias_hh_l{k}"), self._threshold_value(getattr(self, self._threshold_names[k])), states[k],
+                    record=record)
+                if record:
+                    out.append(final)
+                    final = EGRUState(*(f[-1] for f in final))
+            elif record:
+                (y, layer_states), final = scan(self._layer_step(k, use_mask), proj, states[k], record=True)
+                out.append(layer_states)
             else:
                 y, final = scan(self._layer_step(k, use_mask), proj, states[k])
             finals.append(final)
