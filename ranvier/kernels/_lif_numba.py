@@ -52,7 +52,7 @@ def _add_rows(acc, rows, weights, idx, count, width):
     """``acc[:width] += Σ_k weights[j] · rows[j, :width]`` over ``j = idx[k]``, ``k < count``.
 
     Four rows per pass over ``acc``: a pass per row does one load and one store of ``acc`` per
-    multiply-add and is bound by them; four rows share them (1.3-1.5× faster gathers)."""
+    multiply-add and is bound by them; four rows share them (docs/kernels.md, "Dense steps")."""
     k = 0
     while k + 4 <= count:
         j0, j1, j2, j3 = idx[k], idx[k + 1], idx[k + 2], idx[k + 3]
