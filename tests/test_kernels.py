@@ -245,15 +245,18 @@ def test_float32_kernel_matches_reference_closely():
 # The EGRU kernel's paths: the compiled loop with gathers and dot products, the same loop with a
 # GEMM per step for every recurrent product (reset gate after), and the wide-layer fallback
 # without MKL that calls the loop one step at a time with torch matmuls in between (forced here).
-EGRU_PATHS = {"loop": (None, 2.0), "loop-gemm": (None, 0.0), "stepwise": (1, 0.2)}
+# (STEPWISE_MIN_HIDDEN, GEMM_MIN_ACTIVITY, COMPACT_MAX_FIRING): the recurrent-weight gradient
+# over the units that fired only (1.0) or over all of them (0.0 unless none fired) is covered too
+EGRU_PATHS = {"loop": (None, 2.0, 1.0), "loop-gemm": (None, 0.0, 0.0), "stepwise": (1, 0.2, 0.6)}
 
 
 def set_egru_path(mp, path):
     from ranvier.kernels import egru as egru_kernel
 
-    stepwise_min_hidden, gemm_min_activity = EGRU_PATHS[path]
+    stepwise_min_hidden, gemm_min_activity, compact_max_firing = EGRU_PATHS[path]
     mp.setattr(egru_kernel, "STEPWISE_MIN_HIDDEN", stepwise_min_hidden)
     mp.setattr(egru_kernel, "GEMM_MIN_ACTIVITY", gemm_min_activity)
+    mp.setattr(egru_kernel, "COMPACT_MAX_FIRING", compact_max_firing)
 
 
 @pytest.mark.parametrize("path", list(EGRU_PATHS))
@@ -573,3 +576,24 @@ def test_keep_freed_memory_on_linux():
         block = torch.ones(40 * 2**20 // 4)  # 40 MiB: above glibc's largest mmap threshold
         assert block.sum() == block.numel()
         del block
+
+
+def test_event_weight_grad_skips_silent_units_exactly(monkeypatch):
+    """The recurrent-weight gradient over the units that fired equals the full product, with
+    silent columns exactly zero, whichever way it is computed (events of an initial state may be
+    negative, so the check is ``!= 0``, not ``> 0``)."""
+    from ranvier.kernels import egru as egru_kernel
+
+    gen = torch.Generator().manual_seed(0)
+    d_out = torch.randn(40, 12, generator=gen, dtype=F64)
+    events = torch.rand(40, 6, generator=gen, dtype=F64) * (torch.rand(40, 6, generator=gen) < 0.3)
+    events[:, [1, 4]] = 0.0  # two units without an event
+    events[0, 2] = -0.5
+    events[:, 5] = 0.0
+    events[7, 5] = -0.25  # a unit whose only event is negative
+    for limit in (0.0, 1.0):
+        monkeypatch.setattr(egru_kernel, "COMPACT_MAX_FIRING", limit)
+        out = egru_kernel.event_weight_grad(d_out, events)
+        assert out.shape == (12, 6) and out.is_contiguous()
+        torch.testing.assert_close(out, d_out.t() @ events, rtol=1e-12, atol=1e-12)
+        assert not out[:, [1, 4]].any()

@@ -204,7 +204,8 @@ def egru_backward(gy, gch, RT, R, thr, c0, y0, zmask, y_out, chat, zg_s, rg_s, g
 
     ``dc``, ``dyc``, ``dtr`` ``[B, H]`` carry the gradients w.r.t. ``c_t``, ``y_t`` and the
     trace from step ``t + 1`` (zeros, zeros and ``∂L/∂trace_T`` at the start); after step 0
-    they hold the initial-state gradients. Without ``recurrent_grad`` (reset gate after only),
+    they hold the initial-state gradients. ``gy`` or ``gch`` is one all-zero step when that
+    output gets no gradient. Without ``recurrent_grad`` (reset gate after only),
     the gradient to ``y_{t−1}`` through ``R`` is left to the caller (``dRh_t R``, one matmul)."""
     _, _, H = gy.shape
     n = be - bs
@@ -219,6 +220,7 @@ def egru_backward(gy, gch, RT, R, thr, c0, y0, zmask, y_out, chat, zg_s, rg_s, g
     idx = np.empty(H, np.int64)
     all_units = np.arange(H)
     cprev = np.empty(H, gy.dtype)
+    dchv = np.empty(H, gy.dtype)  # ∂L/∂ĉ_t of one sample (the usual case's passes)
     scratch = gemm_scratch(gy)
     for t in range(t1 - 1, t0 - 1, -1):
         # The gradient to y_{t−1} through R (below) can flow only where o or ψ at t − 1 is non-zero;
@@ -233,7 +235,7 @@ def egru_backward(gy, gch, RT, R, thr, c0, y0, zmask, y_out, chat, zg_s, rg_s, g
                     chp = chat[t - 1, bs + i]
                     for h in range(H):
                         mp = chp[h] - thr[h]
-                        flowing += (mp > 0) or (_pseudo(mp, kind, sa, sb, one) != 0)
+                        flowing += (mp > 0) | (_pseudo(mp, kind, sa, sb, one) != 0)  # (no branch)
             dense = flowing > dense_min * n * H
         for i in range(n):
             bi = bs + i
@@ -257,58 +259,97 @@ def egru_backward(gy, gch, RT, R, thr, c0, y0, zmask, y_out, chat, zg_s, rg_s, g
             dtri = dtr[bi]
             dp = dP[t, bi]
             drh = dRh[t, bi]
-            for h in range(H):
-                dt_h = dtri[h]
-                dy = gy[t, bi, h] + dyi[h] + dt_h * w_tr  # y_t feeds the output, step t + 1, the trace
-                dtri[h] = dt_h * (one - w_tr)
-                margin = ch[h] - thr[h]
-                fire = margin > 0
-                o = one if fire else zero
-                dch = gch[t, bi, h] + o * dy
-                do = ch[h] * dy
-                if event:
-                    dch += dci[h]
-                else:
+            if zone == ZONEOUT_NONE and not event and not before:
+                # The usual case, branch-free (vector lanes) and split in passes that each touch
+                # few arrays (~25 % faster than one pass: fewer streams to keep in cache at once).
+                # The same arithmetic as the general loop below.
+                gyi = gy[t % gy.shape[0], bi]
+                gchi = gch[t % gch.shape[0], bi]
+                for h in range(H):
+                    dt_h = dtri[h]
+                    dy = gyi[h] + dyi[h] + dt_h * w_tr
+                    dtri[h] = dt_h * (one - w_tr)
+                    margin = ch[h] - thr[h]
+                    o = one if margin > 0 else zero
+                    dch = gchi[h] + o * dy
+                    do = ch[h] * dy
                     dch += dci[h]
                     do -= thr[h] * dci[h]
                     dthr[h] -= o * dci[h]
-                dm = do * _pseudo(margin, kind, sa, sb, one)
-                dch += dm
-                dthr[h] -= dm
-                dyp = zero
-                if event:
-                    dyp = -dch  # ĉ −= y_{t−1}
-                dcp = zero
-                if zone == ZONEOUT_MASK:
-                    m = zmask[t, bi, h]
-                    dcp += dch * (one - m)
-                    dch = dch * m
-                elif zone == ZONEOUT_EVAL:
-                    dcp += dch * p_zone
-                    dch = dch * (one - p_zone)
-                # ĉ = lerp(g, c_{t−1}, z)
-                z = zg[h]
-                dgv = dch * (one - z)
-                dcp += dch * z
-                dz = dch * (cprev[h] - g[h])
-                da_g = dgv * (one - g[h] * g[h])
-                if before:
-                    dr = zero  # filled below from the recurrent product
-                    drh[2 * H + h] = da_g
-                else:
-                    dr = da_g * rhg_s[t, bi, h]
-                    drh[2 * H + h] = da_g * rg[h]
-                da_z = dz * (one - z) * z
-                dp[h] = da_z
-                drh[h] = da_z
-                dp[2 * H + h] = da_g
-                if not before:
+                    dm = do * _pseudo(margin, kind, sa, sb, one)
+                    dch += dm
+                    dthr[h] -= dm
+                    dchv[h] = dch
+                for h in range(H):
+                    z = zg[h]
+                    da_z = dchv[h] * (cprev[h] - g[h]) * (one - z) * z
+                    dp[h] = da_z
+                    drh[h] = da_z
+                rhg = rhg_s[t, bi]
+                for h in range(H):
                     r = rg[h]
-                    da_r = dr * (one - r) * r
+                    da_g = dchv[h] * (one - zg[h]) * (one - g[h] * g[h])
+                    dp[2 * H + h] = da_g
+                    drh[2 * H + h] = da_g * r
+                    da_r = da_g * rhg[h] * (one - r) * r
                     dp[H + h] = da_r
                     drh[H + h] = da_r
-                dci[h] = dcp
-                dyi[h] = dyp
+                for h in range(H):
+                    dci[h] = dchv[h] * zg[h]
+                    dyi[h] = zero
+            else:
+                for h in range(H):
+                    dt_h = dtri[h]
+                    dy = gy[t % gy.shape[0], bi, h] + dyi[h] + dt_h * w_tr  # y_t feeds the output, step t + 1, the trace
+                    dtri[h] = dt_h * (one - w_tr)
+                    margin = ch[h] - thr[h]
+                    fire = margin > 0
+                    o = one if fire else zero
+                    dch = gch[t % gch.shape[0], bi, h] + o * dy
+                    do = ch[h] * dy
+                    if event:
+                        dch += dci[h]
+                    else:
+                        dch += dci[h]
+                        do -= thr[h] * dci[h]
+                        dthr[h] -= o * dci[h]
+                    dm = do * _pseudo(margin, kind, sa, sb, one)
+                    dch += dm
+                    dthr[h] -= dm
+                    dyp = zero
+                    if event:
+                        dyp = -dch  # ĉ −= y_{t−1}
+                    dcp = zero
+                    if zone == ZONEOUT_MASK:
+                        m = zmask[t, bi, h]
+                        dcp += dch * (one - m)
+                        dch = dch * m
+                    elif zone == ZONEOUT_EVAL:
+                        dcp += dch * p_zone
+                        dch = dch * (one - p_zone)
+                    # ĉ = lerp(g, c_{t−1}, z)
+                    z = zg[h]
+                    dgv = dch * (one - z)
+                    dcp += dch * z
+                    dz = dch * (cprev[h] - g[h])
+                    da_g = dgv * (one - g[h] * g[h])
+                    if before:
+                        dr = zero  # filled below from the recurrent product
+                        drh[2 * H + h] = da_g
+                    else:
+                        dr = da_g * rhg_s[t, bi, h]
+                        drh[2 * H + h] = da_g * rg[h]
+                    da_z = dz * (one - z) * z
+                    dp[h] = da_z
+                    drh[h] = da_z
+                    dp[2 * H + h] = da_g
+                    if not before:
+                        r = rg[h]
+                        da_r = dr * (one - r) * r
+                        dp[H + h] = da_r
+                        drh[H + h] = da_r
+                    dci[h] = dcp
+                    dyi[h] = dyp
             if before:
                 # d(r ⊙ y)[j] = Σ_k da_g[k] R_g[k, j]: needed for dr where y ≠ 0 and for dy where
                 # the gradient to y_{t−1} can flow (o or ψ non-zero at t − 1)
@@ -318,7 +359,7 @@ def egru_backward(gy, gch, RT, R, thr, c0, y0, zmask, y_out, chat, zg_s, rg_s, g
                     for h in range(H):
                         mp = chp[h] - thr[h]
                         idx[count] = h
-                        count += (mp > 0) or (_pseudo(mp, kind, sa, sb, one) != 0)
+                        count += (mp > 0) | (_pseudo(mp, kind, sa, sb, one) != 0)
                 else:
                     count = H
                     for h in range(H):
@@ -342,7 +383,7 @@ def egru_backward(gy, gch, RT, R, thr, c0, y0, zmask, y_out, chat, zg_s, rg_s, g
                 for h in range(H):
                     mp = chp[h] - thr[h]
                     idx[count] = h
-                    count += (mp > 0) or (_pseudo(mp, kind, sa, sb, one) != 0)
+                    count += (mp > 0) | (_pseudo(mp, kind, sa, sb, one) != 0)
                 _dot_rows(drh, RT, idx, count, width, dyi)
             elif recurrent_grad and not dense and need_y0:
                 _dot_rows(drh, RT, all_units, H, width, dyi)
