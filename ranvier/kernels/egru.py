@@ -64,9 +64,9 @@ STEPWISE_MIN_HIDDEN: int | None = None if _blas.AVAILABLE else 256
 # The recurrent-weight gradient Σ_t δRh_tᵀ y_{t−1} has a zero column for every unit that had no
 # event in the whole batch and sequence. At high activity sparsity most silent units are the same
 # ones throughout (units whose threshold lies above their range), so when at most this fraction of
-# units fired the GEMM runs over the columns of the others only. Timed alone at T=70, B=32,
-# H=512: 13 ms for the full GEMM, 5.0 / 7.7 / 10.7 ms with 20 / 40 / 60 % of the units firing,
-# break-even near 80 % (docs/kernels.md, "Weight gradients").
+# units fired the GEMM runs over the columns of the fired ones only. It costs a pass over the
+# events and a copy of their fired columns, so it pays up to about 70 % fired
+# (benchmarks/weight_grad_compaction.py).
 COMPACT_MAX_FIRING = 0.6
 
 
@@ -77,9 +77,9 @@ def event_weight_grad(d_out: Tensor, events: Tensor) -> Tensor:
     fired = events.any(0).nonzero().squeeze(1)
     if fired.numel() > COMPACT_MAX_FIRING * hidden:
         return d_out.t() @ events
-    # (contiguous like the weight, so that autograd need not copy it into .grad)
-    columns = d_out.t() @ events.index_select(1, fired)
-    return torch.zeros(d_out.shape[1], hidden, dtype=d_out.dtype).index_copy_(1, fired, columns)
+    rows = events.index_select(1, fired).t() @ d_out  # [fired, M]: MKL's faster layout here
+    # (written into a contiguous [M, H], like the weight, so that autograd need not copy it)
+    return torch.zeros(d_out.shape[1], hidden, dtype=d_out.dtype).index_copy_(1, fired, rows.t())
 
 
 def _gemm_args(dtype: torch.dtype) -> tuple:
