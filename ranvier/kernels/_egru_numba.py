@@ -280,9 +280,9 @@ def egru_backward(gy, gch, RT, R, thr, c0, y0, zmask, y_out, chat, zg_s, rg_s, g
                 dthr[h] -= dm
                 dchv[h] = dch
             if zone == ZONEOUT_NONE and not event and not before:
-                # The usual case in passes that each touch few arrays (~25 % faster than one
-                # pass: fewer streams to keep in cache at once); the same arithmetic as the
-                # general loop below.
+                # The usual case in passes that each touch few arrays (faster than one pass:
+                # fewer streams to keep in cache at once); the same arithmetic as the general
+                # loop below.
                 for h in range(H):
                     z = zg[h]
                     da_z = dchv[h] * (cprev[h] - g[h]) * (one - z) * z

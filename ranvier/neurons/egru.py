@@ -523,9 +523,8 @@ class EGRU(_EGRUBase):
                 proj = torch.cat([proj, mask], -1)  # [T, B, 4H]: the step splits it again
             if use_kernel:
                 h3 = 3 * self.hidden_size
-                # (no slice without a mask: its backward would copy the whole gradient into zeros)
                 y, final = kernel.run_layer(
-                    self, proj[..., :h3] if use_mask else proj, proj[..., h3:] if use_mask else None, self._recurrent_weight(k),
+                    self, proj[..., :h3], proj[..., h3:] if use_mask else None, self._recurrent_weight(k),
                     getattr(self, f"bias_hh_l{k}"), self._threshold_value(getattr(self, self._threshold_names[k])), states[k],
                     record=record)
                 if record:
