@@ -70,11 +70,13 @@ STEPWISE_MIN_HIDDEN: int | None = None if _blas.AVAILABLE else 256
 COMPACT_MAX_FIRING = 0.6
 
 
-def event_weight_grad(d_out: Tensor, events: Tensor) -> Tensor:
+def event_weight_grad(d_out: Tensor, events: Tensor, fired: Tensor | None = None) -> Tensor:
     """``d_outᵀ @ events`` (``[N, M]``, ``[N, H]`` → ``[M, H]``), skipping the columns of
-    ``events`` that are zero in every row when few enough units fired."""
+    ``events`` that are zero in every row when few enough units fired. ``fired``: the indices of
+    the other columns, when the caller already has them."""
     hidden = events.shape[1]
-    fired = events.any(0).nonzero().squeeze(1)
+    if fired is None:
+        fired = events.any(0).nonzero().squeeze(1)
     if fired.numel() > COMPACT_MAX_FIRING * hidden:
         return d_out.t() @ events
     rows = events.index_select(1, fired).t() @ d_out  # [fired, M]: MKL's faster layout here
@@ -168,7 +170,9 @@ class EGRUFunction(torch.autograd.Function):
                 y_prev = torch.cat([y0.unsqueeze(0), y[:-1]]).reshape(T * B, H)
                 d_rh2 = d_rh.reshape(T * B, 3 * H)
                 ry = rg.reshape(T * B, H) * y_prev
-                d_w = torch.cat([event_weight_grad(d_rh2[:, : 2 * H], y_prev), event_weight_grad(d_rh2[:, 2 * H:], ry)])
+                fired = y_prev.any(0).nonzero().squeeze(1)  # (r ⊙ y is zero wherever y is: these cover both)
+                d_w = torch.cat([event_weight_grad(d_rh2[:, : 2 * H], y_prev, fired),
+                                 event_weight_grad(d_rh2[:, 2 * H:], ry, fired)])
             else:  # Σ_t dRh_tᵀ y_{t−1}, with y_{−1} = y0: two matmuls, no copy of the events
                 d_w = event_weight_grad(d_rh[1:].reshape(-1, 3 * H), y[:-1].reshape(-1, H)) if T > 1 else None
                 if d_w is None or y0.any():  # (the usual event-free y0 adds nothing)
