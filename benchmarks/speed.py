@@ -247,18 +247,22 @@ def sample(fn, warmup: int, repeats: int, min_time: float = 1.0, max_repeats: in
     return samples
 
 
-def activity_of(model, x) -> float | None:
-    """Mean spike / event rate of the recurrent layer on ``x`` (ranvier layers only)."""
-    layer = getattr(model, "layer", None)
+def ranvier_layer(model):
+    """The model's recurrent layer if it is a ranvier one (its activity is measured), else None."""
     from ranvier import EGRU
     from ranvier.layers import SpikingRecurrent
 
+    layer = getattr(model, "layer", None)
+    return layer if isinstance(layer, (SpikingRecurrent, EGRU)) else None
+
+
+def activity_of(model, x) -> float | None:
+    """Mean spike / event rate of the recurrent layer on ``x`` (ranvier layers only)."""
+    layer = ranvier_layer(model)
+    if layer is None:
+        return None
     with torch.no_grad():
-        if isinstance(layer, SpikingRecurrent):
-            return float(layer(x)[0].ne(0).double().mean())
-        if isinstance(layer, EGRU):
-            return float(layer(x)[0].ne(0).double().mean())
-    return None
+        return float(layer(x)[0].ne(0).double().mean())
 
 
 def backward_sparsity_worker(s, warmup, repeats):
@@ -359,9 +363,9 @@ def run_worker(name: str, warmup: int, repeats: int, flush: bool, threads: int, 
     # each ranvier layer's output is counted as it is produced (a count_nonzero per step, inside
     # the timing, so it costs ranvier, not the peers).
     rates: list[float] = []
-    layer = getattr(model, "layer", None)
+    layer = ranvier_layer(model)
     hook = None
-    if activity_of(model, x) is not None:
+    if layer is not None:
         hook = layer.register_forward_hook(lambda _m, _i, out: rates.append(int(out[0].count_nonzero()) / out[0].numel()))
     res["train_ms"] = statistics.median(sample(train_step, max(warmup - 1, 0), repeats))
     res["rss_train_mib"] = vm_hwm_mib()

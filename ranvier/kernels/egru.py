@@ -205,23 +205,18 @@ def run_layer(layer: EGRU, proj: Tensor, zmask: Tensor | None, w_hh: Tensor, b_h
     consts = np.array([sa, sb, layer.zoneout, 1.0 - TRACE_DECAY], dtype=npd)
     y, chat, trace = EGRUFunction.apply(proj, w_hh, b_hh, thr, state.c, state.y, state.trace, zmask, consts, flags,
                                         record)
-    if record:
-        # Every step's state from ĉ and y with the reference's own ops, so that o, the margin, c
-        # and the trace carry egru_step's values and gradients (a loss on o, such as an activity
-        # regulariser, reaches ĉ and ϑ through the kernel's ĉ output). The kernel's own o feeds y;
-        # this o is the same indicator with the same pseudo-derivative.
-        margin = chat - thr
-        o = s(margin)
-        c = chat - o * thr if layer.reset == "threshold" else chat
-        traces, tr = [], state.trace
-        for y_t in y.unbind(0):
-            tr = torch.lerp(tr, y_t, 1.0 - TRACE_DECAY)
-            traces.append(tr)
-        return y, EGRUState(c, y, o, torch.stack(traces), margin)
-    # The final state from the last ĉ, with the reference's own ops (so o and the margin carry
-    # the same gradients as in egru_step).
-    c_hat = chat[-1]
+    # The state from ĉ with the reference's own ops, so that o, the margin and c carry
+    # egru_step's values and gradients (a loss on o, such as an activity regulariser, reaches ĉ
+    # and ϑ through the kernel's ĉ output; the kernel's own o feeds y, this o is the same
+    # indicator with the same pseudo-derivative): every step with ``record``, else the last.
+    c_hat = chat if record else chat[-1]
     margin = c_hat - thr
     o = s(margin)
     c = c_hat - o * thr if layer.reset == "threshold" else c_hat
-    return y, EGRUState(c, y[-1], o, trace, margin)
+    if not record:
+        return y, EGRUState(c, y[-1], o, trace, margin)
+    traces, tr = [], state.trace  # every step's trace, again with the reference's op
+    for y_t in y.unbind(0):
+        tr = torch.lerp(tr, y_t, 1.0 - TRACE_DECAY)
+        traces.append(tr)
+    return y, EGRUState(c, y, o, torch.stack(traces), margin)
