@@ -16,17 +16,26 @@ pruned EGRU needs >= 5x fewer effective MACs per token than the dense GRU at <= 
 perplexity.
 
     RANVIER_DATA=../shared/data python benchmarks/lm_ptb.py --prune 0.8 --steps 600
+
+Learning curves (``--curve K --steps N``): EGRU and GRU side by side for the same N optimiser steps,
+with the validation perplexity every K steps on the first ``--curve-tokens`` tokens of the
+validation stream; writes ``lm_<task>_curve.json`` and ``lm_<task>_curve.png``. It shows how the
+EGRU/GRU perplexity ratio moves with training, which one wall-clock budget cannot.
+
+    RANVIER_DATA=../shared/data python benchmarks/lm_ptb.py --curve 500 --steps 6000
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import multiprocessing
 import shutil
 import tempfile
 import time
 
 import torch
-from common import target, write_results
+from common import RESULTS, target, write_results
 
 from ranvier.config import build_config
 from ranvier.train import fit
@@ -62,11 +71,19 @@ def recurrent_weight_sparsity(cfg, run_dir: str) -> float:
 
 
 def train_one(job: tuple) -> dict:
-    """Train one model; ``job`` = (task, model, settings, data_dir, measure eval throughput, threads)."""
+    """Train one model; ``job`` = (task, model, settings, data_dir, measure eval throughput, threads).
+
+    A ``curve_tokens`` entry in ``settings`` sets the intermediate evaluations' length in tokens,
+    and the row then carries the run's ``history``.
+    """
     task, model, settings, data_dir, throughput, threads = job
+    settings = dict(settings)
+    curve_tokens = settings.pop("curve_tokens", 0)
     out = tempfile.mkdtemp(prefix=f"ranvier-lm-{model}-")
     cfg = build_config({"task": task, "model": model, "out": out, "data_dir": data_dir, "progress": False,
                         "threads": threads, **settings})
+    if curve_tokens:  # eval_samples counts steps of the validation stream, eval_batch_size tokens each
+        cfg = dataclasses.replace(cfg, eval_samples=max(1, curve_tokens // cfg.eval_batch_size))
     torch.manual_seed(0)
     m = fit(cfg)
     tokens = m["steps"] * cfg.batch_size * cfg.bptt
@@ -85,6 +102,8 @@ def train_one(job: tuple) -> dict:
         del row["train_tokens_per_s"]
         row["recurrent_weight_sparsity"] = recurrent_weight_sparsity(cfg, out)
         row["connection_sparsity"] = m["connection_sparsity"]
+    if curve_tokens:
+        row["history"] = m["history"]
     shutil.rmtree(out, ignore_errors=True)
     return row
 
@@ -98,7 +117,23 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=0, help="train every model for this many steps instead of --minutes")
     parser.add_argument("--prune", type=float, default=0.0,
                         help="compare dense EGRU, EGRU pruned to this weight sparsity, and dense GRU (issue 7)")
+    parser.add_argument("--curve", type=int, default=0, metavar="K",
+                        help="learning curves: EGRU and GRU side by side for --steps steps, validated every K steps")
+    parser.add_argument("--curve-tokens", type=int, default=20_000,
+                        help="validation tokens per point of the learning curve")
+    parser.add_argument("--replot", action="store_true", help="redraw lm_<task>_curve.png from its results file")
     args = parser.parse_args()
+    if args.replot:
+        results = RESULTS / f"lm_{args.task}_curve.json"
+        rows = json.loads(results.read_text())["rows"]
+        steps = max(r["step"] for r in rows)
+        plot_curves(rows, results.with_suffix(".png"), f"{args.task}: {steps} steps each, one thread each")
+        return
+    if args.curve > 0:
+        if args.steps <= 0:
+            parser.error("--curve needs --steps (the curves compare equal numbers of steps)")
+        learning_curves(args)
+        return
     variants = [(model, {}) for model in args.models]
     if args.prune > 0:
         if args.steps <= 0:
@@ -139,6 +174,62 @@ def main() -> None:
         ]
     write_results(f"lm_{args.task}", rows, targets)
 
+
+def learning_curves(args: argparse.Namespace) -> None:
+    """EGRU and GRU for ``args.steps`` steps each, side by side on one thread each (equal work)."""
+    settings = {"max_steps": args.steps, "epochs": 0, "eval_every": args.curve, "curve_tokens": args.curve_tokens}
+    jobs = [(args.task, model, settings, args.data_dir, False, 1) for model in ("egru", "gru")]
+    with multiprocessing.get_context("spawn").Pool(len(jobs)) as pool:
+        finals = pool.map(train_one, jobs)
+    rows = []
+    for final in finals:
+        for point in final.pop("history"):
+            if "valid_ppl" in point and point["step"] < final["steps"]:  # the last point is the full validation set
+                rows.append({"model": final["model"], "step": point["step"], "train_seconds": point["time"],
+                             "valid_ppl_partial": point["valid_ppl"],
+                             "activity_sparsity": point.get("valid_activity_sparsity", 0.0)})
+        rows.append({"model": final["model"], "step": final["steps"], "train_seconds": final["train_seconds"],
+                     "valid_ppl": final["valid_ppl"], "test_ppl": final["test_ppl"],
+                     "activity_sparsity": final["activity_sparsity"], "backward_sparsity": final["backward_sparsity"]})
+    for row in rows:
+        print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
+    egru, gru = (next(r for r in rows if r["model"] == m and "test_ppl" in r) for m in ("egru", "gru"))
+    targets = [target(f"EGRU test ppl / GRU test ppl after {args.steps} steps each",
+                      egru["test_ppl"] / gru["test_ppl"], "<=", 1.10),
+               target("EGRU activity sparsity", egru["activity_sparsity"], ">=", 0.80)]
+    path = write_results(f"lm_{args.task}_curve", rows, targets)
+    plot_curves(rows, path.with_suffix(".png"), f"{args.task}: {args.steps} steps each, one thread each")
+
+
+def plot_curves(rows: list[dict], path, title: str) -> None:
+    """Validation perplexity (first tokens of the set) of both models and their ratio against the step;
+    the ratio's last point is the test-set ratio at the end of the run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = {m: [(r["step"], r["valid_ppl_partial"]) for r in rows if r["model"] == m and "valid_ppl_partial" in r]
+              for m in ("egru", "gru")}
+    final = {r["model"]: r for r in rows if "test_ppl" in r}
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(6, 6), sharex=True)
+    for model, pts in points.items():
+        top.plot(*zip(*pts), marker="o", label=model.upper())
+    top.set_yscale("log")
+    top.set_ylabel("validation perplexity (partial set)")
+    top.legend()
+    top.set_title(title)
+    ratio = [(s, e / g) for (s, e), (_, g) in zip(points["egru"], points["gru"])]
+    bottom.plot(*zip(*ratio), marker="o", color="k", label="validation (partial set)")
+    bottom.plot([final["egru"]["step"]], [final["egru"]["test_ppl"] / final["gru"]["test_ppl"]], marker="*",
+                markersize=12, ls="", color="tab:blue", label="test set, end of run")
+    bottom.axhline(1.10, ls="--", color="tab:red", label="target 1.10")
+    bottom.set_ylabel("EGRU / GRU perplexity")
+    bottom.set_xlabel("optimiser step")
+    bottom.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 if __name__ == "__main__":
     main()

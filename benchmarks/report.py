@@ -38,13 +38,15 @@ def section(path: Path) -> str:
     targets = [{"target": t["name"], "value": t["value"], "goal": f"{t['op']} {t['target']}",
                 "met": "yes" if t["met"] else "**MISSED**"} for t in data["targets"]]
     goals = f"Targets:\n\n{table(targets)}" if targets else "No targets: a measurement only."
+    plot = path.with_suffix(".png")  # a benchmark's figure, written beside its results by the same run
+    figure = f"\n![{path.stem}](../benchmarks/results/{plot.name})\n" if plot.exists() else ""
     return (f"## {path.stem}\n\n`{data['command']}`  \n{data['date']} on {data['machine']}\n\n"
-            f"{table(data['rows'])}\n\n{goals}\n")
+            f"{table(data['rows'])}\n\n{goals}\n{figure}")
 
 
 def language_models() -> str:
-    """PTB and WikiText-2 in one table, as the EGRU issue asks."""
-    files = sorted(RESULTS.glob("lm_*.json"))
+    """PTB and WikiText-2 in one table, as the EGRU issue asks (learning curves keep their own section)."""
+    files = [p for p in sorted(RESULTS.glob("lm_*.json")) if not p.stem.endswith("_curve")]
     rows = [row for p in files for row in json.loads(p.read_text())["rows"]]
     commands = "  \n".join(f"`{json.loads(p.read_text())['command']}` ({json.loads(p.read_text())['date']})" for p in files)
     return f"## Language models (PTB and WikiText-2 together)\n\n{commands}\n\n{table(rows)}\n"
