@@ -80,7 +80,8 @@ def train_one(job: tuple) -> dict:
     settings = dict(settings)
     curve_tokens = settings.pop("curve_tokens", 0)
     out = tempfile.mkdtemp(prefix=f"ranvier-lm-{model}-")
-    cfg = build_config({"task": task, "model": model, "out": out, "data_dir": data_dir, "progress": False,
+    # a progress bar for the one-at-a-time runs (threads 0); side-by-side runs would interleave theirs
+    cfg = build_config({"task": task, "model": model, "out": out, "data_dir": data_dir, "progress": threads == 0,
                         "threads": threads, **settings})
     if curve_tokens:  # eval_samples counts steps of the validation stream, eval_batch_size tokens each
         cfg = dataclasses.replace(cfg, eval_samples=max(1, curve_tokens // cfg.eval_batch_size))
@@ -230,6 +231,7 @@ def plot_curves(rows: list[dict], path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
 
 if __name__ == "__main__":
     main()
