@@ -126,9 +126,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.replot:
         results = RESULTS / f"lm_{args.task}_curve.json"
-        rows = json.loads(results.read_text())["rows"]
-        steps = max(r["step"] for r in rows)
-        plot_curves(rows, results.with_suffix(".png"), f"{args.task}: {steps} steps each, one thread each")
+        plot_curves(json.loads(results.read_text())["rows"], results.with_suffix(".png"), args.task)
         return
     if args.curve > 0:
         if args.steps <= 0:
@@ -199,10 +197,10 @@ def learning_curves(args: argparse.Namespace) -> None:
                       egru["test_ppl"] / gru["test_ppl"], "<=", 1.10),
                target("EGRU activity sparsity", egru["activity_sparsity"], ">=", 0.80)]
     path = write_results(f"lm_{args.task}_curve", rows, targets)
-    plot_curves(rows, path.with_suffix(".png"), f"{args.task}: {args.steps} steps each, one thread each")
+    plot_curves(rows, path.with_suffix(".png"), args.task)
 
 
-def plot_curves(rows: list[dict], path, title: str) -> None:
+def plot_curves(rows: list[dict], path, task: str) -> None:
     """Validation perplexity (first tokens of the set) of both models and their ratio against the step;
     the ratio's last point is the test-set ratio at the end of the run."""
     import matplotlib
@@ -219,7 +217,7 @@ def plot_curves(rows: list[dict], path, title: str) -> None:
     top.set_yscale("log")
     top.set_ylabel("validation perplexity (partial set)")
     top.legend()
-    top.set_title(title)
+    top.set_title(f"{task}: {max(r['step'] for r in rows)} steps each, one thread each")
     ratio = [(s, e / g) for (s, e), (_, g) in zip(points["egru"], points["gru"])]
     bottom.plot(*zip(*ratio), marker="o", color="k", label="validation (partial set)")
     bottom.plot([final["egru"]["step"]], [final["egru"]["test_ppl"] / final["gru"]["test_ppl"]], marker="*",
