@@ -17,6 +17,12 @@ perplexity.
 
     RANVIER_DATA=../shared/data python benchmarks/lm_ptb.py --prune 0.8 --steps 600
 
+A long pruning run leaves out the dense EGRU (``--models gru``: two processes, one per core), prints
+validation points every K steps (``--curve K``) and writes under its own name:
+
+    RANVIER_DATA=../shared/data python benchmarks/lm_ptb.py --prune 0.5 --steps 12000 --curve 1000 \
+        --models gru --name lm_ptb_prune_long
+
 Learning curves (``--curve K --steps N``): EGRU and GRU side by side for the same N optimiser steps,
 with the validation perplexity every K steps on the first ``--curve-tokens`` tokens of the
 validation stream; writes ``lm_<task>_curve.json`` and ``lm_<task>_curve.png``. It shows how the
@@ -101,7 +107,9 @@ def train_one(job: tuple) -> dict:
         row["eval_tokens_per_s"] = eval_tokens_per_second(cfg, out)
     else:  # issue 7's comparison is at equal steps: its runs share the machine, so no speeds are reported
         del row["train_tokens_per_s"]
-        row["recurrent_weight_sparsity"] = recurrent_weight_sparsity(cfg, out)
+        # only pruning or rewiring masks weights; a dense run's is 0 without reloading its checkpoint
+        sparse = cfg.prune > 0 or cfg.rewiring > 0
+        row["recurrent_weight_sparsity"] = recurrent_weight_sparsity(cfg, out) if sparse else 0.0
         row["connection_sparsity"] = m["connection_sparsity"]
     if curve_tokens:
         row["history"] = m["history"]
@@ -122,13 +130,14 @@ def main() -> None:
                         help="learning curves: EGRU and GRU side by side for --steps steps, validated every K steps")
     parser.add_argument("--curve-tokens", type=int, default=20_000,
                         help="validation tokens per point of the learning curve")
+    parser.add_argument("--name", default="", help="results file name (default lm_<task>_prune with --prune)")
     parser.add_argument("--replot", action="store_true", help="redraw lm_<task>_curve.png from its results file")
     args = parser.parse_args()
     if args.replot:
         results = RESULTS / f"lm_{args.task}_curve.json"
         plot_curves(json.loads(results.read_text())["rows"], results.with_suffix(".png"), args.task)
         return
-    if args.curve > 0:
+    if args.curve > 0 and args.prune <= 0:
         if args.steps <= 0:
             parser.error("--curve needs --steps (the curves compare equal numbers of steps)")
         learning_curves(args)
@@ -139,7 +148,11 @@ def main() -> None:
             parser.error("--prune needs --steps (the pruning schedule is in steps)")
         schedule = {"prune": args.prune, "prune_start": args.steps // 10, "prune_end": args.steps // 2,
                     "prune_every": max(1, args.steps // 30), "prune_scope": "layer"}
-        variants = [("egru", {}), ("egru", schedule), ("gru", {})]
+        # the pruned EGRU always runs; --models can leave out the dense EGRU (a long run's third process)
+        variants = [("egru", {})] * ("egru" in args.models) + [("egru", schedule)] + [("gru", {})]
+        if args.curve > 0:  # validation points along the way (printed as they come, kept in the results)
+            variants = [(model, {**extra, "eval_every": args.curve, "curve_tokens": args.curve_tokens})
+                        for model, extra in variants]
     # --minutes: the whole budget for every model (no epoch cap; the learning rate's cosine runs over
     # the budget). The preset's single epoch would otherwise end a fast model's run early.
     budget = {"max_steps": args.steps, "epochs": 0} if args.steps > 0 else {"time_budget": args.minutes * 60, "epochs": 0}
@@ -150,19 +163,23 @@ def main() -> None:
             rows = pool.map(train_one, [(*job, 1) for job in jobs])
     else:
         rows = [train_one((*job, 0)) for job in jobs]
+    # with --curve, the validation points along the way (the last one is the full set, in the row itself)
+    curve = [{"model": row["model"], "step": point["step"], "valid_ppl_partial": point["valid_ppl"]}
+             for row in rows for point in row.pop("history", []) if "valid_ppl" in point and point["step"] < row["steps"]]
     for row in rows:
         print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
     by = {r["model"]: r for r in rows}
     if args.prune > 0:
-        pruned, egru, gru = by[f"egru pruned {args.prune:g}"], by["egru"], by["gru"]
+        pruned, gru = by[f"egru pruned {args.prune:g}"], by["gru"]
         for row in rows:  # how the two savings multiply, against the dense GRU and the dense EGRU
             row["macs_saving_vs_gru"] = gru["effective_macs_per_token"] / row["effective_macs_per_token"]
-            row["macs_saving_vs_dense_egru"] = egru["effective_macs_per_token"] / row["effective_macs_per_token"]
+            if "egru" in by:
+                row["macs_saving_vs_dense_egru"] = by["egru"]["effective_macs_per_token"] / row["effective_macs_per_token"]
         targets = [
             target("dense GRU effective MACs / pruned EGRU effective MACs", pruned["macs_saving_vs_gru"], ">=", 5.0),
             target("pruned EGRU test ppl / dense GRU test ppl", pruned["test_ppl"] / gru["test_ppl"], "<=", 1.15),
         ]
-        write_results(f"lm_{args.task}_prune", rows, targets)
+        write_results(args.name or f"lm_{args.task}_prune", rows + curve, targets)
         return
     targets = []
     if "egru" in by and "gru" in by:
