@@ -20,7 +20,7 @@ perplexity.
 A long pruning run leaves out the dense EGRU (``--models gru``: two processes, one per core), prints
 validation points every K steps (``--curve K``) and writes under its own name:
 
-    RANVIER_DATA=../shared/data python benchmarks/lm_ptb.py --prune 0.5 --steps 12000 --curve 1000 \
+    RANVIER_DATA=../shared/data python benchmarks/lm_ptb.py --prune 0.5 --steps 9000 --curve 1000 \
         --models gru --name lm_ptb_prune_long
 
 Learning curves (``--curve K --steps N``): EGRU and GRU side by side for the same N optimiser steps,
