@@ -18,7 +18,8 @@ perplexity.
     RANVIER_DATA=../shared/data python benchmarks/lm_ptb.py --prune 0.8 --steps 600
 
 A long pruning run leaves out the dense EGRU (``--models gru``: two processes, one per core), prints
-validation points every K steps (``--curve K``) and writes under its own name:
+validation points every K steps (``--curve K``, also drawn in ``<name>.png``) and writes under its
+own name:
 
     RANVIER_DATA=../shared/data python benchmarks/lm_ptb.py --prune 0.5 --steps 9000 --curve 1000 \
         --models gru --name lm_ptb_prune_long
@@ -131,11 +132,13 @@ def main() -> None:
     parser.add_argument("--curve-tokens", type=int, default=20_000,
                         help="validation tokens per point of the learning curve")
     parser.add_argument("--name", default="", help="results file name (default lm_<task>_prune with --prune)")
-    parser.add_argument("--replot", action="store_true", help="redraw lm_<task>_curve.png from its results file")
+    parser.add_argument("--replot", action="store_true",
+                        help="redraw the curves' PNG from its results file (--name, default lm_<task>_curve)")
     args = parser.parse_args()
     if args.replot:
-        results = RESULTS / f"lm_{args.task}_curve.json"
-        plot_curves(json.loads(results.read_text())["rows"], results.with_suffix(".png"), args.task)
+        results = RESULTS / f"{args.name or f'lm_{args.task}_curve'}.json"
+        data = json.loads(results.read_text())
+        plot_curves(data["rows"], results.with_suffix(".png"), args.task, ppl_target(data["targets"]))
         return
     if args.curve > 0 and args.prune <= 0:
         if args.steps <= 0:
@@ -179,7 +182,9 @@ def main() -> None:
             target("dense GRU effective MACs / pruned EGRU effective MACs", pruned["macs_saving_vs_gru"], ">=", 5.0),
             target("pruned EGRU test ppl / dense GRU test ppl", pruned["test_ppl"] / gru["test_ppl"], "<=", 1.15),
         ]
-        write_results(args.name or f"lm_{args.task}_prune", rows + curve, targets)
+        path = write_results(args.name or f"lm_{args.task}_prune", rows + curve, targets)
+        if curve:
+            plot_curves(rows + curve, path.with_suffix(".png"), args.task, ppl_target(targets))
         return
     targets = []
     if "egru" in by and "gru" in by:
@@ -214,39 +219,46 @@ def learning_curves(args: argparse.Namespace) -> None:
                       egru["test_ppl"] / gru["test_ppl"], "<=", 1.10),
                target("EGRU activity sparsity", egru["activity_sparsity"], ">=", 0.80)]
     path = write_results(f"lm_{args.task}_curve", rows, targets)
-    plot_curves(rows, path.with_suffix(".png"), args.task)
+    plot_curves(rows, path.with_suffix(".png"), args.task, ppl_target(targets))
 
 
-def plot_curves(rows: list[dict], path, task: str) -> None:
-    """Validation perplexity (first tokens of the set) of both models and their ratio against the step;
-    the ratio's last point is the test-set ratio at the end of the run."""
+def ppl_target(targets: list[dict]) -> float:
+    """The perplexity-ratio target among a results file's targets (drawn as a line in the plot)."""
+    return next(t["target"] for t in targets if "test ppl" in t["name"])
+
+
+def plot_curves(rows: list[dict], path, task: str, target_ratio: float) -> None:
+    """Validation perplexity (first tokens of the set) of the EGRU (dense or pruned) and the GRU and their
+    ratio against the step; the ratio's last point is the test-set ratio at the end of the run."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    points = {m: [(r["step"], r["valid_ppl_partial"]) for r in rows if r["model"] == m and "valid_ppl_partial" in r]
-              for m in ("egru", "gru")}
     final = {r["model"]: r for r in rows if "test_ppl" in r}
+    egru = next(m for m in final if m.startswith("egru"))  # "egru" or "egru pruned S"
+    points = {m: [(r["step"], r["valid_ppl_partial"]) for r in rows if r["model"] == m and "valid_ppl_partial" in r]
+              for m in (egru, "gru")}
+    last_step = final[egru].get("step", final[egru].get("steps"))  # curve rows say step, pruning rows steps
+    name = {m: " ".join([m.split()[0].upper(), *m.split()[1:]]) for m in points}  # "EGRU pruned 0.5"
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(6, 6), sharex=True)
     for model, pts in points.items():
-        top.plot(*zip(*pts), marker="o", label=model.upper())
+        top.plot(*zip(*pts), marker="o", label=name[model])
     top.set_yscale("log")
     top.set_ylabel("validation perplexity (partial set)")
     top.legend()
-    top.set_title(f"{task}: {max(r['step'] for r in rows)} steps each, one thread each")
-    ratio = [(s, e / g) for (s, e), (_, g) in zip(points["egru"], points["gru"])]
+    top.set_title(f"{task}: {last_step} steps each, one thread each")
+    ratio = [(s, e / g) for (s, e), (_, g) in zip(points[egru], points["gru"])]
     bottom.plot(*zip(*ratio), marker="o", color="k", label="validation (partial set)")
-    bottom.plot([final["egru"]["step"]], [final["egru"]["test_ppl"] / final["gru"]["test_ppl"]], marker="*",
+    bottom.plot([last_step], [final[egru]["test_ppl"] / final["gru"]["test_ppl"]], marker="*",
                 markersize=12, ls="", color="tab:blue", label="test set, end of run")
-    bottom.axhline(1.10, ls="--", color="tab:red", label="target 1.10")
-    bottom.set_ylabel("EGRU / GRU perplexity")
+    bottom.axhline(target_ratio, ls="--", color="tab:red", label=f"target {target_ratio:g}")
+    bottom.set_ylabel(f"{name[egru]} / GRU perplexity")
     bottom.set_xlabel("optimiser step")
     bottom.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
 
 if __name__ == "__main__":
     main()
