@@ -236,7 +236,8 @@ def plot_curves(rows: list[dict], path, task: str, target_ratio: float) -> None:
     import matplotlib.pyplot as plt
 
     final = {r["model"]: r for r in rows if "test_ppl" in r}
-    egru = next(m for m in final if m.startswith("egru"))  # "egru" or "egru pruned S"
+    # the pruned EGRU where there is one (a pruning run's subject), else the dense one
+    egru = next((m for m in final if m.startswith("egru pruned")), "egru")
     points = {m: [(r["step"], r["valid_ppl_partial"]) for r in rows if r["model"] == m and "valid_ppl_partial" in r]
               for m in (egru, "gru")}
     last_step = final[egru].get("step", final[egru].get("steps"))  # curve rows say step, pruning rows steps
@@ -259,6 +260,7 @@ def plot_curves(rows: list[dict], path, task: str, target_ratio: float) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
 
 if __name__ == "__main__":
     main()
