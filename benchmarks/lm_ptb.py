@@ -166,11 +166,8 @@ def main() -> None:
             rows = pool.map(train_one, [(*job, 1) for job in jobs])
     else:
         rows = [train_one((*job, 0)) for job in jobs]
-    # with --curve, the validation points along the way (the last one is the full set, in the row itself)
-    curve = [{"model": row["model"], "step": point["step"], "valid_ppl_partial": point["valid_ppl"]}
-             for row in rows for point in row.pop("history", []) if "valid_ppl" in point and point["step"] < row["steps"]]
-    for row in rows:
-        print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
+    curve = curve_points(rows)  # empty without --curve
+    print_rows(rows)
     by = {r["model"]: r for r in rows}
     if args.prune > 0:
         pruned, gru = by[f"egru pruned {args.prune:g}"], by["gru"]
@@ -202,24 +199,31 @@ def learning_curves(args: argparse.Namespace) -> None:
     jobs = [(args.task, model, settings, args.data_dir, False, 1) for model in ("egru", "gru")]
     with multiprocessing.get_context("spawn").Pool(len(jobs)) as pool:
         finals = pool.map(train_one, jobs)
-    rows = []
-    for final in finals:
-        for point in final.pop("history"):
-            if "valid_ppl" in point and point["step"] < final["steps"]:  # the last point is the full validation set
-                rows.append({"model": final["model"], "step": point["step"], "train_seconds": point["time"],
-                             "valid_ppl_partial": point["valid_ppl"],
-                             "activity_sparsity": point.get("valid_activity_sparsity", 0.0)})
-        rows.append({"model": final["model"], "step": final["steps"], "train_seconds": final["train_seconds"],
-                     "valid_ppl": final["valid_ppl"], "test_ppl": final["test_ppl"],
-                     "activity_sparsity": final["activity_sparsity"], "backward_sparsity": final["backward_sparsity"]})
-    for row in rows:
-        print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
+    rows = curve_points(finals)
+    rows += [{"model": final["model"], "step": final["steps"], "train_seconds": final["train_seconds"],
+              "valid_ppl": final["valid_ppl"], "test_ppl": final["test_ppl"],
+              "activity_sparsity": final["activity_sparsity"], "backward_sparsity": final["backward_sparsity"]}
+             for final in finals]
+    print_rows(rows)
     egru, gru = (next(r for r in rows if r["model"] == m and "test_ppl" in r) for m in ("egru", "gru"))
     targets = [target(f"EGRU test ppl / GRU test ppl after {args.steps} steps each",
                       egru["test_ppl"] / gru["test_ppl"], "<=", 1.10),
                target("EGRU activity sparsity", egru["activity_sparsity"], ">=", 0.80)]
     path = write_results(f"lm_{args.task}_curve", rows, targets)
     plot_curves(rows, path.with_suffix(".png"), args.task, ppl_target(targets))
+
+
+def curve_points(rows: list[dict]) -> list[dict]:
+    """Take the ``history`` out of each row and return its intermediate validation points as flat rows
+    (the history's last point is the full validation set, which the row itself already reports)."""
+    return [{"model": row["model"], "step": point["step"], "train_seconds": point["time"],
+             "valid_ppl_partial": point["valid_ppl"], "activity_sparsity": point.get("valid_activity_sparsity", 0.0)}
+            for row in rows for point in row.pop("history", []) if "valid_ppl" in point and point["step"] < row["steps"]]
+
+
+def print_rows(rows: list[dict]) -> None:
+    for row in rows:
+        print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
 
 
 def ppl_target(targets: list[dict]) -> float:

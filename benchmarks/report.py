@@ -46,10 +46,10 @@ def section(path: Path) -> str:
 
 def language_models() -> str:
     """PTB and WikiText-2 in one table, as the EGRU issue asks (learning curves keep their own section)."""
-    files = [p for p in sorted(RESULTS.glob("lm_*.json")) if not p.stem.endswith("_curve")]
+    runs = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("lm_*.json")) if not p.stem.endswith("_curve")]
     # final rows only: a run's intermediate validation points have no test perplexity
-    rows = [row for p in files for row in json.loads(p.read_text())["rows"] if "test_ppl" in row]
-    commands = "  \n".join(f"`{json.loads(p.read_text())['command']}` ({json.loads(p.read_text())['date']})" for p in files)
+    rows = [row for run in runs for row in run["rows"] if "test_ppl" in row]
+    commands = "  \n".join(f"`{run['command']}` ({run['date']})" for run in runs)
     return f"## Language models (PTB and WikiText-2 together)\n\n{commands}\n\n{table(rows)}\n"
 
 
